@@ -1,0 +1,116 @@
+// conv2d_forward: y = (conv(x, w) + bias + temb + residual) / out_div
+// as implicit GEMM: M = cout, N = batch*ho*wo, K = cin*k*k.
+//
+// x is (B, cin, h, w); with upsample = 1 it is read as if nearest-upsampled
+// to (2h, 2w) first (diffusers' Upsample2D), so the 4x larger tensor never
+// exists. w is (cout, cin, k, k); bias (cout); temb (B, temb_stride), added
+// at [b, temb_offset + co] (ResnetBlock2D's time_emb_proj); residual and y are
+// (B, cout, ho, wo). Padding may be asymmetric (Downsample2D pads right and
+// bottom only when downsample_padding = 0).
+//
+// Generic variant: each invocation computes TM output channels x 4
+// consecutive output pixels of one image, accumulating in registers.
+// y is written (=), never accumulated.
+
+struct Params {
+    batch: u32, cin: u32, h: u32, w: u32,
+    cout: u32, ho: u32, wo: u32, ksize: u32,
+    stride: u32, pad_top: u32, pad_left: u32, upsample: u32,
+    temb_stride: u32, temb_offset: u32, flags: u32, out_div: f32,
+}
+
+const HAS_BIAS: u32 = 1u;
+const HAS_TEMB: u32 = 2u;
+const HAS_RESIDUAL: u32 = 4u;
+const TM: u32 = {{TM}}u;
+
+@group(0) @binding(0) var<uniform> p: Params;
+@group(0) @binding(1) var<storage, read> x: array<f32>;
+@group(0) @binding(2) var<storage, read> wt: array<f32>;
+@group(0) @binding(3) var<storage, read> bias: array<f32>;
+@group(0) @binding(4) var<storage, read> temb: array<f32>;
+@group(0) @binding(5) var<storage, read> residual: array<f32>;
+@group(0) @binding(6) var<storage, read_write> y: array<f32>;
+
+@compute @workgroup_size(64)
+fn main(@builtin(global_invocation_id) gid: vec3<u32>) {
+    let hw = p.ho * p.wo;
+    let blocks_per_img = (hw + 3u) / 4u;
+    if (gid.x >= p.batch * blocks_per_img) {
+        return;
+    }
+    let b = gid.x / blocks_per_img;
+    let p0 = (gid.x % blocks_per_img) * 4u;
+    let co0 = gid.y * TM;
+
+    // The logical input size, after the optional upsampling.
+    let up = p.upsample;
+    let hin = p.h << up;
+    let win = p.w << up;
+
+    var oy: vec4<i32>;
+    var ox: vec4<i32>;
+    var live: vec4<bool>;
+    for (var j = 0u; j < 4u; j++) {
+        let pix = min(p0 + j, hw - 1u);
+        live[j] = p0 + j < hw;
+        oy[j] = i32((pix / p.wo) * p.stride) - i32(p.pad_top);
+        ox[j] = i32((pix % p.wo) * p.stride) - i32(p.pad_left);
+    }
+
+    var acc: array<vec4<f32>, TM>;
+    for (var t = 0u; t < TM; t++) {
+        acc[t] = vec4<f32>(0.0);
+    }
+    let kk = p.ksize * p.ksize;
+    let wrow = p.cin * kk;
+    for (var ci = 0u; ci < p.cin; ci++) {
+        let xbase = (b * p.cin + ci) * p.h * p.w;
+        for (var ky = 0u; ky < p.ksize; ky++) {
+            for (var kx = 0u; kx < p.ksize; kx++) {
+                var xv = vec4<f32>(0.0);
+                for (var j = 0u; j < 4u; j++) {
+                    let iy = oy[j] + i32(ky);
+                    let ix = ox[j] + i32(kx);
+                    let inside = iy >= 0 && ix >= 0 && iy < i32(hin) && ix < i32(win);
+                    let sy = u32(max(iy, 0)) >> up;
+                    let sx = u32(max(ix, 0)) >> up;
+                    let idx = xbase + min(sy, p.h - 1u) * p.w + min(sx, p.w - 1u);
+                    xv[j] = select(0.0, x[idx], inside);
+                }
+                let k = ci * kk + ky * p.ksize + kx;
+                for (var t = 0u; t < TM; t++) {
+                    let co = min(co0 + t, p.cout - 1u);
+                    acc[t] += wt[co * wrow + k] * xv;
+                }
+            }
+        }
+    }
+
+    for (var t = 0u; t < TM; t++) {
+        let co = co0 + t;
+        if (co >= p.cout) {
+            break;
+        }
+        var add = 0.0;
+        if ((p.flags & HAS_BIAS) != 0u) {
+            add += bias[co];
+        }
+        if ((p.flags & HAS_TEMB) != 0u) {
+            add += temb[b * p.temb_stride + p.temb_offset + co];
+        }
+        for (var j = 0u; j < 4u; j++) {
+            if (!live[j]) {
+                continue;
+            }
+            let o = (b * p.cout + co) * hw + p0 + j;
+            var v = acc[t][j] + add;
+            if ((p.flags & HAS_RESIDUAL) != 0u) {
+                v = (v + residual[o]) / p.out_div;
+            } else {
+                v = v / p.out_div;
+            }
+            y[o] = v;
+        }
+    }
+}

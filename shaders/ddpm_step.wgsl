@@ -1,0 +1,49 @@
+// ddpm_step: one DDPMScheduler.step for a whole batch, in diffusers' order of
+// operations. The scalars (square roots of the cumulative alphas, the
+// posterior coefficients, the noise scale) are computed on the CPU in f32
+// exactly as diffusers computes them and passed in.
+//   x0     = prediction of the clean image (epsilon, sample or v_prediction)
+//   x0     = clamp(x0, -clip_range, clip_range) when clip = 1
+//   x_prev = c_x0 * x0 + c_xt * x_t + sigma * noise
+// x is x_t on entry and x_{t-1} on exit; pred_x0 receives x0 (the preview).
+
+struct Params {
+    n: u32, prediction: u32, clip: u32, _pad0: u32,
+    sqrt_alpha_prod: f32, sqrt_beta_prod: f32, c_x0: f32, c_xt: f32,
+    sigma: f32, clip_range: f32, _pad1: f32, _pad2: f32,
+}
+
+const EPSILON: u32 = 0u;
+const SAMPLE: u32 = 1u;
+const V_PREDICTION: u32 = 2u;
+
+@group(0) @binding(0) var<uniform> p: Params;
+@group(0) @binding(1) var<storage, read> model_output: array<f32>;
+@group(0) @binding(2) var<storage, read> noise: array<f32>;
+@group(0) @binding(3) var<storage, read_write> x: array<f32>;
+@group(0) @binding(4) var<storage, read_write> pred_x0: array<f32>;
+
+@compute @workgroup_size(256)
+fn main(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>) {
+    let i = gid.x + gid.y * nwg.x * 256u;
+    if (i >= p.n) {
+        return;
+    }
+    let xt = x[i];
+    let out = model_output[i];
+    var x0: f32;
+    if (p.prediction == EPSILON) {
+        x0 = (xt - p.sqrt_beta_prod * out) / p.sqrt_alpha_prod;
+    } else if (p.prediction == SAMPLE) {
+        x0 = out;
+    } else {
+        x0 = p.sqrt_alpha_prod * xt - p.sqrt_beta_prod * out;
+    }
+    if (p.clip != 0u) {
+        x0 = clamp(x0, -p.clip_range, p.clip_range);
+    }
+    var prev = p.c_x0 * x0 + p.c_xt * xt;
+    prev = prev + p.sigma * noise[i];
+    x[i] = prev;
+    pred_x0[i] = x0;
+}

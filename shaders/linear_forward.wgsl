@@ -1,0 +1,33 @@
+// linear_forward: y[b, o] = sum_i w[o, i] * act(x[b, i]) + bias[o], where
+// act is SiLU when silu_input = 1 (the time embedding MLP and every
+// ResnetBlock2D's time_emb_proj take silu(temb)) and identity otherwise.
+// x is (B, in), w (out, in) as torch.nn.Linear stores it, y (B, out).
+// One invocation per output; y is written (=).
+
+struct Params {
+    batch: u32, in_features: u32, out_features: u32, silu_input: u32,
+}
+
+@group(0) @binding(0) var<uniform> p: Params;
+@group(0) @binding(1) var<storage, read> x: array<f32>;
+@group(0) @binding(2) var<storage, read> w: array<f32>;
+@group(0) @binding(3) var<storage, read> bias: array<f32>;
+@group(0) @binding(4) var<storage, read_write> y: array<f32>;
+
+@compute @workgroup_size(64)
+fn main(@builtin(global_invocation_id) gid: vec3<u32>) {
+    let o = gid.x;
+    let b = gid.y;
+    if (o >= p.out_features || b >= p.batch) {
+        return;
+    }
+    var acc = 0.0;
+    for (var i = 0u; i < p.in_features; i++) {
+        var v = x[b * p.in_features + i];
+        if (p.silu_input != 0u) {
+            v = v / (1.0 + exp(-v));
+        }
+        acc += w[o * p.in_features + i] * v;
+    }
+    y[b * p.out_features + o] = acc + bias[o];
+}

@@ -1,0 +1,7 @@
+//! Schedulers and the sampling loop.
+
+pub mod sampler;
+pub mod scheduler;
+
+pub use sampler::{Flow, Frame, Sampler, StepInfo};
+pub use scheduler::{DdpmScheduler, timestep_embedding};

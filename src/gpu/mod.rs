@@ -1,0 +1,293 @@
+//! The GPU: adapter choice, device, buffers, pipelines and readback.
+//!
+//! Everything above this module talks to the GPU through [`Gpu`]: it owns the
+//! device and queue, knows which kernel family suits the adapter
+//! ([`KernelFamily`]), and caches compute pipelines by shader and variant.
+
+mod arena;
+mod pipelines;
+
+pub use arena::{Arena, TensorView};
+pub use pipelines::{Dispatch, PipelineCache, PipelineKey, grid_1d};
+
+use anyhow::{Context, Result, anyhow};
+use std::sync::Arc;
+
+/// Which shape of kernels runs fastest on the adapter.
+///
+/// Software rasterisers (lavapipe/llvmpipe, WARP, SwiftShader) run an
+/// invocation per SIMD lane and turn most workgroup-memory traffic into scalar
+/// loops, so they want register-blocked kernels with lots of arithmetic per load
+/// and no barriers. Real GPUs want the classic workgroup-memory tiling.
+/// Both families compute the same thing and are tested against the same CPU
+/// reference.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum KernelFamily {
+    /// Register-blocked kernels for CPU (software) adapters.
+    Cpu,
+    /// Workgroup-memory tiled kernels for hardware GPUs.
+    Gpu,
+}
+
+impl KernelFamily {
+    pub fn name(self) -> &'static str {
+        match self {
+            KernelFamily::Cpu => "cpu",
+            KernelFamily::Gpu => "gpu",
+        }
+    }
+
+    /// The family for an adapter, unless `PETAL_KERNELS=cpu|gpu` overrides it
+    /// (the tests use this to check both families on one machine).
+    fn choose(info: &wgpu::AdapterInfo) -> Result<KernelFamily> {
+        if let Ok(v) = std::env::var("PETAL_KERNELS") {
+            return match v.as_str() {
+                "cpu" => Ok(KernelFamily::Cpu),
+                "gpu" => Ok(KernelFamily::Gpu),
+                "" | "auto" => Ok(Self::for_device_type(info.device_type)),
+                other => Err(anyhow!("PETAL_KERNELS={other}: expected cpu, gpu or auto")),
+            };
+        }
+        Ok(Self::for_device_type(info.device_type))
+    }
+
+    fn for_device_type(t: wgpu::DeviceType) -> KernelFamily {
+        match t {
+            wgpu::DeviceType::Cpu => KernelFamily::Cpu,
+            _ => KernelFamily::Gpu,
+        }
+    }
+}
+
+/// Options for opening the GPU.
+#[derive(Clone, Debug, Default)]
+pub struct GpuOptions {
+    /// Pick the adapter whose name contains this (case-insensitive).
+    pub adapter: Option<String>,
+    /// Force a kernel family instead of choosing by adapter kind.
+    pub family: Option<KernelFamily>,
+}
+
+/// The device, queue and what we know about them.
+pub struct Gpu {
+    pub device: wgpu::Device,
+    pub queue: wgpu::Queue,
+    pub info: wgpu::AdapterInfo,
+    pub limits: wgpu::Limits,
+    pub features: wgpu::Features,
+    pub family: KernelFamily,
+    pub pipelines: PipelineCache,
+    /// A tiny buffer bound where a kernel's optional input is absent.
+    pub dummy: TensorView,
+}
+
+impl Gpu {
+    /// Opens the best adapter: a hardware GPU when there is one, else a
+    /// software one (lavapipe in CI).
+    pub fn new(opts: &GpuOptions) -> Result<Arc<Gpu>> {
+        pollster::block_on(Self::new_async(opts))
+    }
+
+    async fn new_async(opts: &GpuOptions) -> Result<Arc<Gpu>> {
+        // Vulkan, Metal and DX12 unless WGPU_BACKEND says otherwise (GL lacks
+        // the compute features the kernels need).
+        let backends = wgpu::Backends::from_env().unwrap_or(wgpu::Backends::PRIMARY);
+        let instance = wgpu::Instance::new(wgpu::InstanceDescriptor {
+            backends,
+            ..wgpu::InstanceDescriptor::new_without_display_handle_from_env()
+        });
+        let adapters = instance.enumerate_adapters(backends).await;
+        let adapter = match &opts.adapter {
+            Some(want) => {
+                let want_l = want.to_lowercase();
+                adapters
+                    .into_iter()
+                    .find(|a| a.get_info().name.to_lowercase().contains(&want_l))
+                    .ok_or_else(|| anyhow!("no GPU adapter matches {want:?}"))?
+            }
+            None => pick_adapter(adapters).ok_or_else(|| {
+                anyhow!(
+                    "no GPU adapter found: install a Vulkan, Metal or DX12 driver \
+                     (on Linux without a GPU: the mesa-vulkan-drivers package gives lavapipe)"
+                )
+            })?,
+        };
+        Self::from_adapter(adapter, opts).await
+    }
+
+    async fn from_adapter(adapter: wgpu::Adapter, opts: &GpuOptions) -> Result<Arc<Gpu>> {
+        let info = adapter.get_info();
+        let wanted = wgpu::Features::SUBGROUP | wgpu::Features::SHADER_F16;
+        let features = adapter.features() & wanted;
+        // Take everything the adapter offers: the big storage bindings and
+        // workgroup sizes are what the kernels are sized by.
+        let limits = adapter.limits();
+        let (device, queue) = adapter
+            .request_device(&wgpu::DeviceDescriptor {
+                label: Some("petal"),
+                required_features: features,
+                required_limits: limits.clone(),
+                experimental_features: wgpu::ExperimentalFeatures::disabled(),
+                memory_hints: wgpu::MemoryHints::Performance,
+                trace: wgpu::Trace::Off,
+            })
+            .await
+            .with_context(|| format!("opening GPU device on {}", info.name))?;
+        let family = match opts.family {
+            Some(f) => f,
+            None => KernelFamily::choose(&info)?,
+        };
+        Ok(Self::assemble(device, queue, info, family))
+    }
+
+    fn assemble(
+        device: wgpu::Device,
+        queue: wgpu::Queue,
+        info: wgpu::AdapterInfo,
+        family: KernelFamily,
+    ) -> Arc<Gpu> {
+        let limits = device.limits();
+        let features = device.features();
+        let pipelines = PipelineCache::new(features);
+        let dummy = TensorView::whole(device.create_buffer(&wgpu::BufferDescriptor {
+            label: Some("dummy"),
+            size: 16,
+            usage: wgpu::BufferUsages::STORAGE,
+            mapped_at_creation: false,
+        }));
+        Arc::new(Gpu { device, queue, info, limits, features, family, pipelines, dummy })
+    }
+
+    /// Wraps a device someone else opened (eframe's, in the app).
+    pub fn from_device(
+        device: wgpu::Device,
+        queue: wgpu::Queue,
+        info: wgpu::AdapterInfo,
+        family: Option<KernelFamily>,
+    ) -> Result<Arc<Gpu>> {
+        let family = match family {
+            Some(f) => f,
+            None => KernelFamily::choose(&info)?,
+        };
+        Ok(Self::assemble(device, queue, info, family))
+    }
+
+    /// "NVIDIA GeForce RTX 4070 (Vulkan, discrete GPU, gpu kernels)".
+    pub fn describe(&self) -> String {
+        let kind = match self.info.device_type {
+            wgpu::DeviceType::DiscreteGpu => "discrete GPU",
+            wgpu::DeviceType::IntegratedGpu => "integrated GPU",
+            wgpu::DeviceType::VirtualGpu => "virtual GPU",
+            wgpu::DeviceType::Cpu => "software renderer on the CPU",
+            wgpu::DeviceType::Other => "unknown kind",
+        };
+        format!(
+            "{} ({:?}, {}, {} kernels)",
+            self.info.name,
+            self.info.backend,
+            kind,
+            self.family.name()
+        )
+    }
+
+    pub fn has_subgroups(&self) -> bool {
+        self.features.contains(wgpu::Features::SUBGROUP)
+    }
+
+    /// Waits until all submitted work is done.
+    pub fn wait(&self) -> Result<()> {
+        self.device
+            .poll(wgpu::PollType::wait_indefinitely())
+            .map_err(|e| anyhow!("waiting for the GPU: {e}"))?;
+        Ok(())
+    }
+
+    /// A storage buffer initialised with `data`.
+    pub fn upload_f32(&self, label: &str, data: &[f32]) -> wgpu::Buffer {
+        let buf = self.storage_buffer(label, (data.len() * 4) as u64);
+        self.queue.write_buffer(&buf, 0, bytemuck::cast_slice(data));
+        buf
+    }
+
+    /// An empty storage buffer of `bytes` bytes (rounded up to 4), usable as a
+    /// copy source and destination.
+    pub fn storage_buffer(&self, label: &str, bytes: u64) -> wgpu::Buffer {
+        self.device.create_buffer(&wgpu::BufferDescriptor {
+            label: Some(label),
+            size: bytes.max(4).next_multiple_of(4),
+            usage: wgpu::BufferUsages::STORAGE
+                | wgpu::BufferUsages::COPY_SRC
+                | wgpu::BufferUsages::COPY_DST,
+            mapped_at_creation: false,
+        })
+    }
+
+    /// Copies `view` back to the CPU. Blocks; for tests, checkpoints and
+    /// previews, never inside a denoising step.
+    pub fn read_f32(&self, view: &TensorView) -> Result<Vec<f32>> {
+        Ok(self.read_many(&[view])?.pop().unwrap())
+    }
+
+    /// Copies several views back with one submission and one wait.
+    pub fn read_many(&self, views: &[&TensorView]) -> Result<Vec<Vec<f32>>> {
+        let total: u64 = views.iter().map(|v| v.bytes()).sum();
+        let staging = self.device.create_buffer(&wgpu::BufferDescriptor {
+            label: Some("readback"),
+            size: total.max(4),
+            usage: wgpu::BufferUsages::MAP_READ | wgpu::BufferUsages::COPY_DST,
+            mapped_at_creation: false,
+        });
+        let mut enc = self.device.create_command_encoder(&Default::default());
+        let mut at = 0;
+        for v in views {
+            enc.copy_buffer_to_buffer(v.buffer(), v.offset, &staging, at, v.bytes());
+            at += v.bytes();
+        }
+        self.queue.submit([enc.finish()]);
+        let slice = staging.slice(..);
+        let (tx, rx) = crossbeam_channel::bounded(1);
+        slice.map_async(wgpu::MapMode::Read, move |r| {
+            let _ = tx.send(r);
+        });
+        self.wait()?;
+        rx.recv()
+            .map_err(|_| anyhow!("GPU readback was dropped"))?
+            .map_err(|e| anyhow!("GPU readback failed: {e}"))?;
+        let data = slice.get_mapped_range().map_err(|e| anyhow!("GPU readback failed: {e:?}"))?;
+        let all: &[f32] = bytemuck::cast_slice(&data);
+        let mut out = Vec::with_capacity(views.len());
+        let mut at = 0;
+        for v in views {
+            out.push(all[at..at + v.len].to_vec());
+            at += v.len;
+        }
+        drop(data);
+        staging.unmap();
+        Ok(out)
+    }
+
+    /// Writes `data` into `view` (queued; takes effect before the next submission).
+    pub fn write_f32(&self, view: &TensorView, data: &[f32]) {
+        assert_eq!(data.len(), view.len, "write_f32: length mismatch");
+        self.queue.write_buffer(view.buffer(), view.offset, bytemuck::cast_slice(data));
+    }
+}
+
+/// Prefers a discrete GPU, then an integrated one, then anything else, then a
+/// software renderer.
+fn pick_adapter(adapters: Vec<wgpu::Adapter>) -> Option<wgpu::Adapter> {
+    let rank = |a: &wgpu::Adapter| {
+        let info = a.get_info();
+        let kind = match info.device_type {
+            wgpu::DeviceType::DiscreteGpu => 0,
+            wgpu::DeviceType::IntegratedGpu => 1,
+            wgpu::DeviceType::VirtualGpu => 2,
+            wgpu::DeviceType::Other => 3,
+            wgpu::DeviceType::Cpu => 4,
+        };
+        // Vulkan/Metal/DX12 before GL.
+        let backend = if info.backend == wgpu::Backend::Gl { 1 } else { 0 };
+        (kind, backend)
+    };
+    adapters.into_iter().min_by_key(rank)
+}

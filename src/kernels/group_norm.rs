@@ -1,0 +1,44 @@
+//! Group normalisation (torch.nn.GroupNorm) with an optional fused SiLU.
+
+use crate::gpu::{Dispatch, Gpu, PipelineKey, TensorView};
+use anyhow::{Result, ensure};
+
+#[repr(C)]
+#[derive(Clone, Copy, bytemuck::Pod, bytemuck::Zeroable)]
+struct Params {
+    batch: u32,
+    channels: u32,
+    hw: u32,
+    groups: u32,
+    eps: f32,
+    silu: u32,
+    _pad: [u32; 2],
+}
+
+/// y (B, C, HW) = [silu](group_norm(x (B, C, HW)) * gamma (C) + beta (C));
+/// stats (B, G, 2) = (mean, rstd). Both written (=).
+#[allow(clippy::too_many_arguments)]
+pub fn group_norm_forward(
+    gpu: &Gpu,
+    label: &str,
+    y: &TensorView,
+    stats: &TensorView,
+    x: &TensorView,
+    gamma: &TensorView,
+    beta: &TensorView,
+    batch: u32,
+    channels: u32,
+    hw: u32,
+    groups: u32,
+    eps: f32,
+    silu: bool,
+) -> Result<Dispatch> {
+    let n = (batch * channels * hw) as usize;
+    ensure!(channels % groups == 0, "{label}: {channels} channels do not split into {groups} groups");
+    ensure!(x.len == n && y.len == n, "{label}: tensor sizes do not match (B, C, HW)");
+    ensure!(gamma.len == channels as usize && beta.len == channels as usize, "{label}: affine size");
+    ensure!(stats.len == (batch * groups * 2) as usize, "{label}: stats size");
+    let params = Params { batch, channels, hw, groups, eps, silu: silu as u32, _pad: [0; 2] };
+    let key = PipelineKey::new("group_norm_forward");
+    gpu.dispatch(label, &key, &params, &[x, gamma, beta, y, stats], [batch * groups, 1, 1])
+}

@@ -1,0 +1,16 @@
+//! Petal: a DDPM flower model (diffusers' UNet2DModel and DDPMScheduler) on
+//! any Vulkan, Metal or DX12 GPU through hand-written WGSL compute shaders.
+//!
+//! Data flows one way: weights and images in, through the GPU, frames and
+//! checkpoints out. [`gpu`] owns the device; [`kernels`] records ops;
+//! [`reference`] defines them on the CPU; [`model`] turns a diffusers config
+//! into an op list; [`diffusion`] samples.
+
+pub mod diffusion;
+pub mod gpu;
+pub mod image_io;
+pub mod kernels;
+pub mod model;
+pub mod reference;
+pub mod rng;
+pub mod shaders;

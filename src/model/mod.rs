@@ -1,0 +1,114 @@
+//! The UNet: config, weights, the op list, and its GPU form.
+
+pub mod config;
+pub mod folder;
+pub mod graph;
+pub mod plan;
+pub mod unet;
+pub mod weights;
+
+pub use config::{SchedulerConfig, UNetConfig};
+pub use graph::{Graph, Op, Pid, Tid};
+pub use plan::ForwardPlan;
+
+use crate::gpu::{Arena, Gpu, TensorView};
+use anyhow::{Context, Result, bail};
+use std::path::Path;
+use std::sync::Arc;
+
+/// Every parameter of a graph on the GPU, in slabs, at offsets planned by
+/// the graph's groups. Gradients and optimizer moments reuse the same layout.
+pub struct ParamStore {
+    pub arena: Arena,
+    /// One view per parameter id.
+    pub views: Vec<TensorView>,
+}
+
+impl ParamStore {
+    pub fn new(gpu: &Gpu, graph: &Graph, label: &str) -> ParamStore {
+        let mut arena = Arena::new(label, &gpu.limits);
+        let mut slots = vec![None; graph.params.len()];
+        for group in &graph.groups {
+            let lens: Vec<usize> = group.iter().map(|&p| graph.params[p].len()).collect();
+            for (&p, s) in group.iter().zip(arena.alloc_group(&lens)) {
+                slots[p] = Some(s);
+            }
+        }
+        arena.build(&gpu.device);
+        let views = slots
+            .into_iter()
+            .enumerate()
+            .map(|(p, s)| arena.view(s.unwrap_or_else(|| panic!("parameter {} is in no group", graph.params[p].name))))
+            .collect();
+        ParamStore { arena, views }
+    }
+
+    /// One view over parameters that lie back to back (a group or part of one).
+    pub fn span(&self, pids: &[crate::model::Pid]) -> TensorView {
+        let first = &self.views[pids[0]];
+        let mut len = 0;
+        for &p in pids {
+            let v = &self.views[p];
+            assert!(v.same_buffer(first) && v.offset == first.offset + len as u64 * 4, "parameters not contiguous");
+            len += v.len;
+        }
+        first.clone_with_len(len)
+    }
+
+    pub fn upload(&self, gpu: &Gpu, data: &[Vec<f32>]) {
+        for (v, d) in self.views.iter().zip(data) {
+            gpu.write_f32(v, d);
+        }
+    }
+
+    pub fn download(&self, gpu: &Gpu) -> Result<Vec<Vec<f32>>> {
+        let refs: Vec<&TensorView> = self.views.iter().collect();
+        gpu.read_many(&refs)
+    }
+}
+
+/// A UNet2DModel on the GPU.
+pub struct UNet {
+    pub gpu: Arc<Gpu>,
+    pub config: UNetConfig,
+    pub graph: Graph,
+    pub params: ParamStore,
+}
+
+impl UNet {
+    /// A UNet with these weights (in graph order).
+    pub fn new(gpu: Arc<Gpu>, config: UNetConfig, weights: &[Vec<f32>]) -> Result<UNet> {
+        config.validate()?;
+        let graph = unet::build_graph(&config);
+        if weights.len() != graph.params.len() {
+            bail!("{} weight tensors for {} parameters", weights.len(), graph.params.len());
+        }
+        for (p, w) in graph.params.iter().zip(weights) {
+            if p.len() != w.len() {
+                bail!("parameter {}: {} values, expected {}", p.name, w.len(), p.len());
+            }
+        }
+        let params = ParamStore::new(&gpu, &graph, "parameters");
+        params.upload(&gpu, weights);
+        Ok(UNet { gpu, config, graph, params })
+    }
+
+    /// Loads the UNet of a diffusers model folder (either layout).
+    pub fn load(gpu: Arc<Gpu>, dir: &Path, variant: Option<&str>) -> Result<(UNet, SchedulerConfig)> {
+        let files = folder::resolve(dir, variant)?;
+        let config = UNetConfig::from_file(&files.unet_config)?;
+        let graph = unet::build_graph(&config);
+        let weights = weights::load_params(&files.weights, &graph)?;
+        let sched = match &files.scheduler_config {
+            Some(p) => SchedulerConfig::from_file(p)?,
+            None => SchedulerConfig::default(),
+        };
+        let unet = UNet::new(gpu, config, &weights).with_context(|| format!("{}", files.weights.display()))?;
+        Ok((unet, sched))
+    }
+
+    /// The weights back from the GPU, in graph order.
+    pub fn weights(&self) -> Result<Vec<Vec<f32>>> {
+        self.params.download(&self.gpu)
+    }
+}

@@ -1,0 +1,51 @@
+//! The WGSL sources, compiled into the binary, and their templating.
+//!
+//! A shader names its variant knobs as `{{NAME}}`; [`PipelineKey::define`]
+//! supplies the values. Every placeholder must be given a value.
+
+use crate::gpu::PipelineKey;
+use anyhow::{Result, anyhow};
+
+macro_rules! shaders {
+    ($($name:literal),* $(,)?) => {
+        /// (name, source) of every shader in `shaders/`.
+        pub const ALL: &[(&str, &str)] = &[
+            $(($name, include_str!(concat!("../shaders/", $name, ".wgsl")))),*
+        ];
+    };
+}
+
+shaders!(
+    "conv2d_forward",
+    "group_norm_forward",
+    "linear_forward",
+    "matmul",
+    "softmax_forward",
+    "copy_channels",
+    "ddpm_step",
+);
+
+pub fn source(name: &str) -> Option<&'static str> {
+    ALL.iter().find(|(n, _)| *n == name).map(|(_, s)| *s)
+}
+
+/// The WGSL for `key`, with its placeholders filled in.
+pub fn render(key: &PipelineKey, features: wgpu::Features) -> Result<String> {
+    let src = source(key.shader).ok_or_else(|| anyhow!("no shader named {}", key.shader))?;
+    let mut out = src.to_string();
+    for (name, value) in &key.defines {
+        let pat = format!("{{{{{name}}}}}");
+        if !out.contains(&pat) {
+            return Err(anyhow!("shader {} has no placeholder {pat}", key.shader));
+        }
+        out = out.replace(&pat, value);
+    }
+    if let Some(start) = out.find("{{") {
+        let end = out[start..].find("}}").map_or(out.len(), |e| start + e + 2);
+        return Err(anyhow!("shader {}: no value for {}", key.shader, &out[start..end]));
+    }
+    if out.contains("enable subgroups;") && !features.contains(wgpu::Features::SUBGROUP) {
+        return Err(anyhow!("shader {} needs subgroups, which this adapter lacks", key.shader));
+    }
+    Ok(out)
+}
