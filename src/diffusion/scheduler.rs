@@ -58,10 +58,10 @@ impl DdpmScheduler {
             b.clone()
         } else {
             match config.beta_schedule.as_str() {
-                "linear" => torch_linspace_f32(config.beta_start, config.beta_end, n),
+                "linear" => torch_linspace_f32(config.beta_start as f32, config.beta_end as f32, n),
                 "scaled_linear" => torch_linspace_f32(
-                    (config.beta_start as f64).sqrt() as f32,
-                    (config.beta_end as f64).sqrt() as f32,
+                    config.beta_start.sqrt() as f32,
+                    config.beta_end.sqrt() as f32,
                     n,
                 )
                 .into_iter()

@@ -309,10 +309,10 @@ fn d_sched_class() -> String {
 fn d_1000() -> u32 {
     1000
 }
-fn d_beta_start() -> f32 {
+fn d_beta_start() -> f64 {
     0.0001
 }
-fn d_beta_end() -> f32 {
+fn d_beta_end() -> f64 {
     0.02
 }
 fn d_linear() -> String {
@@ -338,10 +338,11 @@ pub struct SchedulerConfig {
     pub class_name: String,
     #[serde(default = "d_1000")]
     pub num_train_timesteps: u32,
+    /// f64, as Python holds it: scaled_linear takes its square root first.
     #[serde(default = "d_beta_start")]
-    pub beta_start: f32,
+    pub beta_start: f64,
     #[serde(default = "d_beta_end")]
-    pub beta_end: f32,
+    pub beta_end: f64,
     #[serde(default = "d_linear")]
     pub beta_schedule: String,
     #[serde(default)]

@@ -1,0 +1,76 @@
+//! Shared test helpers: one GPU per kernel family per test binary, random
+//! data, and comparisons that print the worst difference.
+#![allow(dead_code)]
+
+use petal::gpu::{Gpu, GpuOptions, KernelFamily, TensorView};
+use petal::rng::Rng;
+use std::path::PathBuf;
+use std::sync::{Arc, OnceLock};
+
+/// The GPU (lavapipe in CI) with the given kernel family.
+pub fn gpu(family: KernelFamily) -> Arc<Gpu> {
+    static CPU: OnceLock<Arc<Gpu>> = OnceLock::new();
+    static GPU: OnceLock<Arc<Gpu>> = OnceLock::new();
+    let cell = match family {
+        KernelFamily::Cpu => &CPU,
+        KernelFamily::Gpu => &GPU,
+    };
+    cell.get_or_init(|| {
+        Gpu::new(&GpuOptions { adapter: None, family: Some(family) }).expect("a GPU adapter (install mesa-vulkan-drivers)")
+    })
+    .clone()
+}
+
+pub const FAMILIES: [KernelFamily; 2] = [KernelFamily::Cpu, KernelFamily::Gpu];
+
+pub fn randn(seed: u64, n: usize, scale: f32) -> Vec<f32> {
+    Rng::new(seed).normal_vec(n).into_iter().map(|v| v * scale).collect()
+}
+
+pub fn upload(gpu: &Gpu, data: &[f32]) -> TensorView {
+    TensorView::whole(gpu.upload_f32("test", data))
+}
+
+pub fn zeros(gpu: &Gpu, n: usize) -> TensorView {
+    let v = TensorView::whole(gpu.storage_buffer("test", n as u64 * 4));
+    gpu.write_f32(&v, &vec![0.0; n]);
+    v
+}
+
+/// Max |got - want| <= atol + rtol * max|want|, reporting the worst element.
+pub fn assert_close(what: &str, got: &[f32], want: &[f32], atol: f32, rtol: f32) {
+    assert_eq!(got.len(), want.len(), "{what}: length");
+    let scale = want.iter().fold(0f32, |m, v| m.max(v.abs()));
+    let (mut worst, mut at) = (0f32, 0);
+    for (i, (g, w)) in got.iter().zip(want).enumerate() {
+        let d = (g - w).abs();
+        if !(d <= worst) {
+            worst = d;
+            at = i;
+        }
+    }
+    let tol = atol + rtol * scale;
+    assert!(
+        worst <= tol,
+        "{what}: max diff {worst:e} at {at} (got {}, want {}) > tol {tol:e}",
+        got[at],
+        want[at]
+    );
+}
+
+/// Relative L2 error ||got - want|| / ||want||.
+pub fn rel_l2(got: &[f32], want: &[f32]) -> f64 {
+    let num: f64 = got.iter().zip(want).map(|(g, w)| ((g - w) as f64).powi(2)).sum();
+    let den: f64 = want.iter().map(|&w| (w as f64).powi(2)).sum();
+    (num / den.max(1e-300)).sqrt()
+}
+
+pub fn repo() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+}
+
+/// ../shared/reference beside the checkout, when it is there.
+pub fn shared_reference() -> Option<PathBuf> {
+    let p = repo().join("..").join("shared").join("reference");
+    p.is_dir().then_some(p)
+}
