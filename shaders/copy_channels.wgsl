@@ -1,11 +1,14 @@
-// copy_channels: dst[b, c_offset + c, :] = src[b, c, :] for c < c_src, the
-// channel concatenation of the UNet's skip connections (torch.cat(dim=1)).
-// src is (B, c_src, hw), dst (B, c_dst, hw). One invocation per element;
-// dst is written (=).
+// copy_channels: a channel-slice copy between (B, C, hw) tensors,
+//   dst[b, dst_offset + c, :] (+)= src[b, src_offset + c, :] for c < channels,
+// src is (B, src_channels, hw), dst (B, dst_channels, hw). dst is written (=),
+// or accumulated (+=) when accumulate = 1. Forward: the channel concatenation
+// of the UNet's skip connections (torch.cat(dim=1)); backward: splitting the
+// concatenation's gradient into its inputs' gradients.
+// One invocation per copied element.
 
 struct Params {
-    batch: u32, c_src: u32, hw: u32, c_dst: u32,
-    c_offset: u32, _pad0: u32, _pad1: u32, _pad2: u32,
+    batch: u32, channels: u32, hw: u32, src_channels: u32,
+    src_offset: u32, dst_channels: u32, dst_offset: u32, accumulate: u32,
 }
 
 @group(0) @binding(0) var<uniform> p: Params;
@@ -15,11 +18,17 @@ struct Params {
 @compute @workgroup_size(256)
 fn main(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>) {
     let i = gid.x + gid.y * nwg.x * 256u;
-    let per_image = p.c_src * p.hw;
+    let per_image = p.channels * p.hw;
     if (i >= p.batch * per_image) {
         return;
     }
     let b = i / per_image;
     let r = i % per_image;
-    dst[b * p.c_dst * p.hw + p.c_offset * p.hw + r] = src[i];
+    let s = (b * p.src_channels + p.src_offset) * p.hw + r;
+    let d = (b * p.dst_channels + p.dst_offset) * p.hw + r;
+    var v = src[s];
+    if (p.accumulate != 0u) {
+        v += dst[d];
+    }
+    dst[d] = v;
 }

@@ -14,3 +14,4 @@ pub mod model;
 pub mod reference;
 pub mod rng;
 pub mod shaders;
+pub mod train;

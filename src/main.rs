@@ -1,6 +1,8 @@
 //! `petal`: the command line. Without a subcommand it opens the window;
 //! `sample` and `parity` are headless.
 
+mod bench;
+
 use anyhow::{Context, Result, bail};
 use clap::{Args, Parser, Subcommand};
 use petal::diffusion::{Flow, Sampler};
@@ -35,9 +37,100 @@ struct GpuArgs {
 enum Command {
     /// Generate images from a diffusers model folder (headless).
     Sample(SampleArgs),
+    /// Train or fine-tune a UNet on a folder of images (headless).
+    Train(TrainArgs),
     /// Check Petal against diffusers' outputs.
     #[command(subcommand)]
     Parity(ParityCommand),
+    /// Time the forward pass, sampling and training on this adapter (random weights).
+    Bench(BenchArgs),
+}
+
+#[derive(Args)]
+struct BenchArgs {
+    /// Architecture: tiny, small, cifar10-32, or a config.json path.
+    #[arg(long, default_value = "cifar10-32")]
+    config: String,
+    /// Batch sizes for one forward pass (comma-separated; empty for none).
+    #[arg(long, default_value = "1,16", value_delimiter = ',')]
+    forward_batches: Vec<u32>,
+    /// Batch sizes for a whole sampling loop.
+    #[arg(long, default_value = "1,16", value_delimiter = ',')]
+    sample_batches: Vec<u32>,
+    /// Batch sizes for one training step.
+    #[arg(long, value_delimiter = ',')]
+    train_batches: Vec<u32>,
+    #[arg(long, default_value_t = 50)]
+    steps: u32,
+    #[arg(long, default_value_t = 3)]
+    repeats: usize,
+    /// Also time each op kind of the forward pass.
+    #[arg(long)]
+    profile: bool,
+    /// Write the figures as JSON here (they are printed either way).
+    #[arg(long)]
+    out: Option<PathBuf>,
+}
+
+#[derive(Args)]
+struct TrainArgs {
+    /// A folder of training images (searched recursively: JPEG, PNG, WebP).
+    #[arg(long)]
+    data: PathBuf,
+    /// The run folder: checkpoints, samples and loss.csv go here.
+    #[arg(long)]
+    out: PathBuf,
+    /// Fine-tune this diffusers UNet2DModel folder.
+    #[arg(long, conflicts_with_all = ["config", "resume"])]
+    init: Option<PathBuf>,
+    /// Start from fresh weights: tiny, small, cifar10-32, or a config.json path.
+    #[arg(long, conflicts_with = "resume")]
+    config: Option<String>,
+    /// Continue a checkpoint folder of an earlier run exactly.
+    #[arg(long)]
+    resume: Option<PathBuf>,
+    #[arg(long, default_value_t = 100)]
+    epochs: u64,
+    /// Stop after this many optimizer steps (the cosine schedule ends there).
+    #[arg(long)]
+    max_steps: Option<u64>,
+    #[arg(long, default_value_t = 64)]
+    batch: u32,
+    #[arg(long, default_value_t = 1e-4)]
+    lr: f64,
+    /// Linear warm-up steps of the learning rate.
+    #[arg(long, default_value_t = 500)]
+    warmup: u64,
+    #[arg(long, default_value_t = 1000)]
+    checkpoint_every: u64,
+    /// Keep only the newest N checkpoints.
+    #[arg(long)]
+    keep_last: Option<usize>,
+    #[arg(long, default_value_t = 0)]
+    seed: u64,
+    /// Write a sample grid (EMA weights, fixed seed) every N steps.
+    #[arg(long, default_value_t = 1000)]
+    sample_every: u64,
+    #[arg(long, default_value_t = 16)]
+    sample_batch: u32,
+    #[arg(long, default_value_t = 50)]
+    sample_steps: u32,
+    #[arg(long, default_value_t = 0.95)]
+    adam_beta1: f64,
+    #[arg(long, default_value_t = 0.999)]
+    adam_beta2: f64,
+    #[arg(long, default_value_t = 1e-6)]
+    adam_weight_decay: f64,
+    #[arg(long, default_value_t = 1e-8)]
+    adam_epsilon: f64,
+    /// Clip the global gradient norm to this (0: off).
+    #[arg(long, default_value_t = 1.0)]
+    max_grad_norm: f64,
+    /// Do not keep an exponential moving average of the weights.
+    #[arg(long)]
+    no_ema: bool,
+    #[arg(long)]
+    variant: Option<String>,
 }
 
 #[derive(Args)]
@@ -78,6 +171,11 @@ enum ParityCommand {
     /// Run the scheduler loop with the noises in INPUTS (ddpm50.safetensors
     /// format), write `eps.i`, `x.i` and `image` to OUT.
     Sample(ParityArgs),
+    /// One training step on `x0`, `noise`, `timesteps` from INPUTS
+    /// (train.safetensors format): write `loss`, `grad.<param>` and
+    /// `after_adamw.<param>` (AdamW lr 1e-4, betas (0.9, 0.999), eps 1e-8,
+    /// weight decay 1e-2, no clipping, no warm-up).
+    TrainStep(ParityArgs),
 }
 
 #[derive(Args)]
@@ -118,6 +216,9 @@ fn run(cli: Cli) -> Result<()> {
         Some(Command::Sample(a)) => sample(&cli.gpu, a),
         Some(Command::Parity(ParityCommand::Forward(a))) => parity_forward(&cli.gpu, a),
         Some(Command::Parity(ParityCommand::Sample(a))) => parity_sample(&cli.gpu, a),
+        Some(Command::Parity(ParityCommand::TrainStep(a))) => parity_train_step(&cli.gpu, a),
+        Some(Command::Train(a)) => train(&cli.gpu, a),
+        Some(Command::Bench(a)) => bench_cmd(&cli.gpu, a),
     }
 }
 
@@ -143,7 +244,7 @@ fn sample(gpu_args: &GpuArgs, a: SampleArgs) -> Result<()> {
     let (b, hh, ww) = (a.batch as usize, h as usize, w as usize);
     let mut frame_err = None;
     let started = std::time::Instant::now();
-    let out = sampler.run(&unet, &x_t, a.frames.is_some(), |_, _| rng.normal_vec(n), |info, frame| {
+    let out = sampler.run(&gpu, &x_t, a.frames.is_some(), |_, _| rng.normal_vec(n), |info, frame| {
         bar.set_message(info.timestep.to_string());
         bar.inc(1);
         if let (Some(dir), Some(f)) = (&a.frames, frame) {
@@ -223,7 +324,7 @@ fn parity_sample(gpu_args: &GpuArgs, a: ParityArgs) -> Result<()> {
     let mut eps = Vec::new();
     let mut xs = Vec::new();
     let image = sampler.run(
-        &unet,
+        &gpu,
         &x_t,
         true,
         |i, _| match &noises[i] {
@@ -251,4 +352,147 @@ fn parity_sample(gpu_args: &GpuArgs, a: ParityArgs) -> Result<()> {
     }
     out.push(("image".into(), shape.clone(), &image));
     write_tensors(&a.out, &out)
+}
+
+fn parity_train_step(gpu_args: &GpuArgs, a: ParityArgs) -> Result<()> {
+    use petal::kernels::optim::AdamW;
+    use petal::train::{StepSettings, TrainPlan};
+    let gpu = open_gpu(gpu_args)?;
+    let files = petal::model::folder::resolve(&a.model, a.variant.as_deref())?;
+    let config = petal::model::UNetConfig::from_file(&files.unet_config)?;
+    let sched_cfg = match &files.scheduler_config {
+        Some(p) => petal::model::SchedulerConfig::from_file(p)?,
+        None => Default::default(),
+    };
+    let graph = petal::model::unet::build_graph(&config);
+    let weights = petal::model::weights::load_params(&files.weights, &graph)?;
+    let mut t = read_safetensors(&a.inputs)?;
+    let (shape, x0) = take(&mut t, &a.inputs, "x0")?;
+    let (_, noise) = take(&mut t, &a.inputs, "noise")?;
+    let (_, timesteps) = take(&mut t, &a.inputs, "timesteps")?;
+    let batch = shape[0];
+    if timesteps.len() != batch || noise.len() != x0.len() {
+        bail!("{}: x0, noise and timesteps do not agree in batch size", a.inputs.display());
+    }
+    let scheduler = petal::diffusion::DdpmScheduler::new(&sched_cfg)?;
+    let ts: Vec<u32> = timesteps.iter().map(|&v| v as u32).collect();
+    let noisy = scheduler.add_noise(&x0, &noise, &ts);
+    let plan = TrainPlan::new(gpu.clone(), &graph, &config, batch as u32, &weights, None)?;
+    let settings = StepSettings {
+        lr: 1e-4,
+        step: 1,
+        adamw: AdamW { beta1: 0.9, beta2: 0.999, eps: 1e-8, weight_decay: 1e-2 },
+        max_grad_norm: 0.0,
+        ema_decay: 0.0,
+    };
+    let stats = plan.step(&noisy, &noise, &timesteps, &settings)?;
+    let grads = plan.grads.download(&gpu)?;
+    let after = plan.params.download(&gpu)?;
+    let loss = [stats.loss];
+    let mut out: Vec<(String, Vec<usize>, &[f32])> = vec![("loss".into(), vec![1], &loss[..])];
+    for (p, (g, w)) in graph.params.iter().zip(grads.iter().zip(&after)) {
+        out.push((format!("grad.{}", p.name), p.shape.clone(), g));
+        out.push((format!("after_adamw.{}", p.name), p.shape.clone(), w));
+    }
+    write_tensors(&a.out, &out)
+}
+
+fn train(gpu_args: &GpuArgs, a: TrainArgs) -> Result<()> {
+    use petal::kernels::optim::AdamW;
+    use petal::train::{ModelSource, TrainEvent, TrainOptions};
+    let source = match (&a.init, &a.config, &a.resume) {
+        (Some(dir), _, _) => ModelSource::Init { dir: dir.clone(), variant: a.variant.clone() },
+        (_, _, Some(dir)) => ModelSource::Resume(dir.clone()),
+        (_, Some(name), _) => {
+            let cfg = match petal::model::UNetConfig::builtin(name) {
+                Some(c) => c,
+                None => petal::model::UNetConfig::from_file(Path::new(name)).with_context(|| {
+                    format!("--config {name}: not a built-in config (tiny, small, cifar10-32) nor a readable config.json")
+                })?,
+            };
+            ModelSource::Config(Box::new(cfg))
+        }
+        (None, None, None) => bail!("say where the weights start: --init DIR, --config NAME or --resume CHECKPOINT"),
+    };
+    let gpu = open_gpu(gpu_args)?;
+    eprintln!("adapter: {}", gpu.describe());
+    let mut opts = TrainOptions::new(a.data.clone(), a.out.clone(), source);
+    opts.epochs = a.epochs;
+    opts.max_steps = a.max_steps;
+    opts.batch = a.batch;
+    opts.lr = a.lr;
+    opts.warmup = a.warmup;
+    opts.checkpoint_every = a.checkpoint_every;
+    opts.keep_last = a.keep_last;
+    opts.seed = a.seed;
+    opts.adamw = AdamW { beta1: a.adam_beta1, beta2: a.adam_beta2, eps: a.adam_epsilon, weight_decay: a.adam_weight_decay };
+    opts.max_grad_norm = a.max_grad_norm;
+    if a.no_ema {
+        opts.ema = None;
+    }
+    opts.sample_every = a.sample_every;
+    opts.sample_batch = a.sample_batch;
+    opts.sample_steps = a.sample_steps;
+    let bar = indicatif::ProgressBar::new(0);
+    bar.set_style(
+        indicatif::ProgressStyle::with_template("{bar:30} {pos}/{len} {msg} [{elapsed_precise}<{eta_precise}]").expect("template"),
+    );
+    let summary = petal::train::train(gpu, &opts, |ev| {
+        match ev {
+            TrainEvent::Started { images, skipped, total_steps, steps_per_epoch, resumed_from, parameters, gpu_bytes } => {
+                for (p, why) in skipped {
+                    bar.println(format!("warning: skipped {}: {why}", p.display()));
+                }
+                bar.println(format!(
+                    "{images} images, {steps_per_epoch} steps per epoch, {total_steps} steps; {:.2}M parameters; {:.0} MiB on the GPU",
+                    parameters as f64 / 1e6,
+                    gpu_bytes as f64 / (1 << 20) as f64
+                ));
+                if let Some(s) = resumed_from {
+                    bar.println(format!("resuming from step {s}"));
+                }
+                bar.set_length(total_steps);
+                bar.set_position(resumed_from.unwrap_or(0));
+            }
+            TrainEvent::Step(s) => {
+                bar.set_position(s.step);
+                let rate = s.step as f64 / s.seconds.max(1e-9);
+                bar.set_message(format!("epoch {} loss {:.4} lr {:.2e} {:.2} steps/s", s.epoch, s.loss, s.lr, rate));
+            }
+            TrainEvent::Checkpoint(p) => bar.println(format!("saved {}", p.display())),
+            TrainEvent::Samples(p) => bar.println(format!("samples {}", p.display())),
+        }
+        Flow::Continue
+    })?;
+    bar.finish();
+    if let Some(p) = summary.last_checkpoint {
+        eprintln!("done: {} steps; last checkpoint {}", summary.steps_done, p.display());
+    }
+    Ok(())
+}
+
+fn bench_cmd(gpu_args: &GpuArgs, a: BenchArgs) -> Result<()> {
+    let config = match petal::model::UNetConfig::builtin(&a.config) {
+        Some(c) => c,
+        None => petal::model::UNetConfig::from_file(Path::new(&a.config))?,
+    };
+    let gpu = open_gpu(gpu_args)?;
+    eprintln!("adapter: {}", gpu.describe());
+    let opts = bench::BenchOptions {
+        config,
+        config_name: a.config.clone(),
+        forward_batches: a.forward_batches.into_iter().filter(|&b| b > 0).collect(),
+        sample_batches: a.sample_batches.into_iter().filter(|&b| b > 0).collect(),
+        train_batches: a.train_batches.into_iter().filter(|&b| b > 0).collect(),
+        steps: a.steps,
+        repeats: a.repeats,
+        profile: a.profile,
+    };
+    let figures = bench::run(gpu, &opts)?;
+    let text = serde_json::to_string_pretty(&figures)?;
+    println!("{text}");
+    if let Some(p) = a.out {
+        std::fs::write(&p, text).with_context(|| format!("writing {}", p.display()))?;
+    }
+    Ok(())
 }

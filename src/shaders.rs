@@ -17,12 +17,31 @@ macro_rules! shaders {
 
 shaders!(
     "conv2d_forward",
+    "conv2d_forward_subgroup",
     "group_norm_forward",
     "linear_forward",
     "matmul",
     "softmax_forward",
     "copy_channels",
     "ddpm_step",
+    "mse_loss",
+    "sum_squares",
+    "reduce_sum",
+    "adamw",
+    "ema",
+    "conv2d_backward_input",
+    "conv2d_backward_input_subgroup",
+    "conv2d_backward_weight",
+    "conv2d_backward_weight_subgroup",
+    "conv2d_backward_bias",
+    "sum_rows",
+    "scale_add",
+    "group_norm_backward",
+    "linear_backward_weight",
+    "linear_backward_input",
+    "softmax_backward",
+    "linear_backward_input_subgroup",
+    "linear_backward_weight_subgroup",
 );
 
 pub fn source(name: &str) -> Option<&'static str> {
@@ -44,7 +63,7 @@ pub fn render(key: &PipelineKey, features: wgpu::Features) -> Result<String> {
         let end = out[start..].find("}}").map_or(out.len(), |e| start + e + 2);
         return Err(anyhow!("shader {}: no value for {}", key.shader, &out[start..end]));
     }
-    if out.contains("enable subgroups;") && !features.contains(wgpu::Features::SUBGROUP) {
+    if out.contains("subgroupBroadcast") && !features.contains(wgpu::Features::SUBGROUP) {
         return Err(anyhow!("shader {} needs subgroups, which this adapter lacks", key.shader));
     }
     Ok(out)

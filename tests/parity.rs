@@ -36,7 +36,7 @@ fn sample_case(dir: &Path, file: &str) {
     let mut worst_eps = 0f32;
     let image = sampler
         .run(
-            &unet,
+            &gpu,
             &t["x_T"].1,
             true,
             |i, _| t[&format!("noise.{i}")].1.clone(),

@@ -4,7 +4,7 @@
 //! before it, and nothing is read back unless frames are asked for.
 
 use super::scheduler::DdpmScheduler;
-use crate::gpu::{Dispatch, TensorView};
+use crate::gpu::{Dispatch, Gpu, TensorView};
 use crate::kernels::{self, DdpmStepParams};
 use crate::model::{ForwardPlan, SchedulerConfig, UNet};
 use anyhow::Result;
@@ -48,8 +48,11 @@ pub struct Sampler {
 impl Sampler {
     /// Buffers and dispatches for sampling `batch` images with `steps` steps.
     pub fn new(unet: &UNet, sched: &SchedulerConfig, batch: u32, steps: u32) -> Result<Sampler> {
-        let gpu = &unet.gpu;
-        let plan = ForwardPlan::new(unet, batch)?;
+        Self::with_plan(&unet.gpu, ForwardPlan::new(unet, batch)?, sched, steps)
+    }
+
+    /// A sampler around a forward plan (of any weights, the EMA's say).
+    pub fn with_plan(gpu: &Gpu, plan: ForwardPlan, sched: &SchedulerConfig, steps: u32) -> Result<Sampler> {
         let mut scheduler = DdpmScheduler::new(sched)?;
         scheduler.set_timesteps(steps)?;
         let n = plan.sample().len;
@@ -70,13 +73,12 @@ impl Sampler {
     /// x_0 (B, C, H, W), or None when cancelled.
     pub fn run(
         &mut self,
-        unet: &UNet,
+        gpu: &Gpu,
         x_t: &[f32],
         frames: bool,
         mut noise: impl FnMut(usize, u32) -> Vec<f32>,
         mut on_step: impl FnMut(StepInfo, Option<Frame>) -> Flow,
     ) -> Result<Option<Vec<f32>>> {
-        let gpu = &unet.gpu;
         let n = self.plan.sample().len;
         gpu.write_f32(self.plan.sample(), x_t);
         let timesteps = self.scheduler.timesteps.clone();

@@ -7,7 +7,7 @@
 mod arena;
 mod pipelines;
 
-pub use arena::{Arena, TensorView};
+pub use arena::{Arena, Slot, TensorView};
 pub use pipelines::{Dispatch, PipelineCache, PipelineKey, grid_1d};
 
 use anyhow::{Context, Result, anyhow};

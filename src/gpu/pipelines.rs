@@ -74,7 +74,9 @@ impl PipelineCache {
 }
 
 /// One recorded kernel launch: pipeline, bind group and grid, created once
-/// and replayed every step.
+/// and replayed every step. Clones share the pipeline, bind group and
+/// parameter buffer.
+#[derive(Clone)]
 pub struct Dispatch {
     pub label: String,
     pub pipeline: Arc<wgpu::ComputePipeline>,

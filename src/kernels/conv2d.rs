@@ -94,10 +94,78 @@ struct Params {
     out_div: f32,
 }
 
+/// Which kernel computes a convolution. All variants compute the same thing
+/// (same epilogue, padding, stride and upsampling) and are tested against the
+/// same CPU reference.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Conv2dKernel {
+    /// conv2d_forward.wgsl: TM channels x 4 pixels per invocation, any shape,
+    /// any adapter. The fallback.
+    Generic,
+    /// conv2d_forward_subgroup.wgsl, for software adapters: tm channels per
+    /// subgroup of 8 lanes, tn pixels of a row per lane, weights shared with
+    /// subgroupBroadcast.
+    Subgroup { tm: u32, tn: u32 },
+}
+
+impl Conv2dKernel {
+    /// "generic", "sg32x8" (for the benchmark).
+    pub fn parse(s: &str) -> Option<Conv2dKernel> {
+        if s == "generic" {
+            return Some(Conv2dKernel::Generic);
+        }
+        let dims = |t: &str| -> Option<(u32, u32)> {
+            let (a, b) = t.split_once('x')?;
+            Some((a.parse().ok()?, b.parse().ok()?))
+        };
+        if let Some(t) = s.strip_prefix("sg") {
+            let (tm, tn) = dims(t)?;
+            return Some(Conv2dKernel::Subgroup { tm, tn });
+        }
+        None
+    }
+}
+
+/// Whether the subgroup kernel can run on this adapter: it hands weights
+/// across exactly 8 lanes.
+fn subgroup_kernel_fits(gpu: &Gpu) -> bool {
+    gpu.has_subgroups() && gpu.info.subgroup_min_size == 8 && gpu.info.subgroup_max_size == 8
+}
+
+/// The fastest kernel of `family` for `s` on this adapter.
+pub fn kernel_for(gpu: &Gpu, family: KernelFamily, s: &Conv2dShape) -> Conv2dKernel {
+    let (_, wo) = s.out_hw();
+    match family {
+        KernelFamily::Cpu => {
+            if !subgroup_kernel_fits(gpu) || !matches!(s.ksize, 1 | 3) {
+                return Conv2dKernel::Generic;
+            }
+            let tn = [8, 4, 2, 1].into_iter().find(|&t| wo % t == 0).unwrap();
+            Conv2dKernel::Subgroup { tm: 32, tn }
+        }
+        KernelFamily::Gpu => Conv2dKernel::Generic,
+    }
+}
+
 /// y (B, cout, ho, wo) = conv(x (B, cin, h, w), w (cout, cin, k, k)) + epilogue.
-/// y is written (=).
+/// y is written (=). The kernel is the best of the adapter's family.
 pub fn conv2d_forward(
     gpu: &Gpu,
+    label: &str,
+    y: &TensorView,
+    x: &TensorView,
+    w: &TensorView,
+    s: &Conv2dShape,
+    epi: &Conv2dEpilogue,
+) -> Result<Dispatch> {
+    conv2d_forward_with(gpu, kernel_for(gpu, gpu.family, s), label, y, x, w, s, epi)
+}
+
+/// [`conv2d_forward`] with the kernel chosen by the caller (tests, benchmark).
+#[allow(clippy::too_many_arguments)]
+pub fn conv2d_forward_with(
+    gpu: &Gpu,
+    kernel: Conv2dKernel,
     label: &str,
     y: &TensorView,
     x: &TensorView,
@@ -137,17 +205,24 @@ pub fn conv2d_forward(
     let bias = epi.bias.unwrap_or(dummy);
     let temb = epi.temb.map_or(dummy, |t| t.0);
     let residual = epi.residual.unwrap_or(dummy);
-    // Both kernel families share the register-blocked kernel for now.
-    let tm = match gpu.family {
-        KernelFamily::Cpu | KernelFamily::Gpu => 8,
-    };
-    let key = PipelineKey::new("conv2d_forward").define("TM", tm);
-    let blocks = s.batch * (ho * wo).div_ceil(4);
-    gpu.dispatch(
-        label,
-        &key,
-        &params,
-        &[x, w, bias, temb, residual, y],
-        [blocks.div_ceil(64), s.cout.div_ceil(tm), 1],
-    )
+    let buffers = [x, w, bias, temb, residual, y];
+    match kernel {
+        Conv2dKernel::Generic => {
+            let tm = 8;
+            let key = PipelineKey::new("conv2d_forward").define("TM", tm);
+            let blocks = s.batch * (ho * wo).div_ceil(4);
+            gpu.dispatch(label, &key, &params, &buffers, [blocks.div_ceil(64), s.cout.div_ceil(tm), 1])
+        }
+        Conv2dKernel::Subgroup { tm, tn } => {
+            ensure!(subgroup_kernel_fits(gpu), "{label}: the subgroup kernel needs subgroups of 8 lanes");
+            ensure!(tm % 8 == 0 && tn > 0 && wo % tn == 0, "{label}: {kernel:?} does not fit {s:?}");
+            let key = PipelineKey::new("conv2d_forward_subgroup")
+                .define("TM", tm)
+                .define("TN", tn)
+                .define("K", s.ksize)
+                .define("STRIDE", s.stride);
+            let segs = s.batch * ho * (wo / tn);
+            gpu.dispatch(label, &key, &params, &buffers, [segs.div_ceil(8), s.cout.div_ceil(tm), 1])
+        }
+    }
 }

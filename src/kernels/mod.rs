@@ -4,15 +4,22 @@
 //! Each kernel has a plain-f32 twin in [`crate::reference`] and a test.
 
 pub mod conv2d;
+pub mod conv2d_backward;
 pub mod elementwise;
 pub mod group_norm;
+pub mod group_norm_backward;
 pub mod linear;
 pub mod matmul;
+pub mod optim;
 pub mod scheduler;
 
 pub use conv2d::{Conv2dEpilogue, Conv2dShape, conv2d_forward};
-pub use elementwise::{copy_channels, softmax_forward};
+pub use conv2d_backward::{
+    conv2d_backward_bias, conv2d_backward_input, conv2d_backward_weight, conv2d_backward_weight_scratch_len, sum_rows,
+};
+pub use elementwise::{ChannelSlice, copy_channel_slice, copy_channels, scale_add, softmax_backward, softmax_forward};
 pub use group_norm::group_norm_forward;
-pub use linear::linear_forward;
+pub use group_norm_backward::{group_norm_backward, group_norm_backward_scratch_len};
+pub use linear::{linear_backward, linear_forward};
 pub use matmul::{MatmulDesc, Operand, matmul};
 pub use scheduler::{DdpmStepParams, ddpm_step};

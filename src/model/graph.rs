@@ -64,6 +64,37 @@ pub enum Op {
     Concat { y: Tid, a: Tid, b: Tid, ca: u32, cb: u32, hw: u32 },
 }
 
+impl Op {
+    /// The tensor the op writes.
+    pub fn output(&self) -> Tid {
+        match self {
+            Op::Linear { y, .. } | Op::Conv2d { y, .. } | Op::GroupNorm { y, .. } | Op::Softmax { y, .. } | Op::Concat { y, .. } => *y,
+            Op::Matmul { c, .. } => *c,
+        }
+    }
+
+    /// The regions of tensors the op reads, as (tensor, element offset per
+    /// image): whole tensors at offset 0, matmul operands at theirs. Each is
+    /// a gradient the op's backward contributes to.
+    pub fn inputs(&self) -> Vec<(Tid, u32)> {
+        match self {
+            Op::Linear { x, .. } | Op::GroupNorm { x, .. } | Op::Softmax { x, .. } => vec![(*x, 0)],
+            Op::Conv2d { x, temb, residual, .. } => {
+                let mut v = vec![(*x, 0)];
+                if let Some((t, _, off)) = temb {
+                    v.push((*t, *off));
+                }
+                if let Some(r) = residual {
+                    v.push((*r, 0));
+                }
+                v
+            }
+            Op::Matmul { a, b, desc, .. } => vec![(*a, desc.a.offset), (*b, desc.b.offset)],
+            Op::Concat { a, b, .. } => vec![(*a, 0), (*b, 0)],
+        }
+    }
+}
+
 #[derive(Clone, Debug, Default)]
 pub struct Graph {
     pub ops: Vec<Op>,

@@ -1,8 +1,8 @@
 //! A forward pass recorded for one batch size: activation buffers, bind
 //! groups and dispatches made once, replayed every denoising step.
 
-use super::graph::{Op, Tid};
-use super::{ParamStore, UNet};
+use super::graph::{Graph, Op, Tid};
+use super::{ParamStore, UNet, UNetConfig};
 use crate::diffusion::timestep_embedding;
 use crate::gpu::{Arena, Dispatch, Gpu, TensorView};
 use crate::kernels::{self, Conv2dEpilogue, Conv2dShape, MatmulDesc};
@@ -23,17 +23,66 @@ pub struct ForwardPlan {
 }
 
 impl ForwardPlan {
+    /// An inference plan: activation buffers are reused once no later op
+    /// reads them.
     pub fn new(unet: &UNet, batch: u32) -> Result<ForwardPlan> {
-        let gpu = &unet.gpu;
-        let g = &unet.graph;
+        Self::build(&unet.gpu, &unet.graph, &unet.config, &unet.params, batch, false)
+    }
+
+    /// A plan over any parameter store of the graph's layout (the training
+    /// weights, or their moving average). `keep_all` keeps every activation
+    /// for a backward pass instead of reusing buffers.
+    pub fn build(gpu: &Gpu, g: &Graph, config: &UNetConfig, params: &ParamStore, batch: u32, keep_all: bool) -> Result<ForwardPlan> {
         let mut acts = Arena::separate("activations", &gpu.limits);
-        let slots: Vec<_> = g.tensors.iter().map(|t| acts.alloc(t.per_image * batch as usize)).collect();
+        let len = |t: Tid| g.tensors[t].per_image * batch as usize;
+        let slots: Vec<_> = if keep_all {
+            (0..g.tensors.len()).map(|t| acts.alloc(len(t))).collect()
+        } else {
+            // Liveness: a tensor's buffer is free after the last op that
+            // reads it. The inputs and the output stay (the sampler reads and
+            // writes them between passes).
+            let mut last_read = vec![None; g.tensors.len()];
+            for (i, op) in g.ops.iter().enumerate() {
+                for (t, _) in op.inputs() {
+                    last_read[t] = Some(i);
+                }
+            }
+            let pinned = [g.sample, g.t_sin, g.output];
+            let mut slots = vec![None; g.tensors.len()];
+            for t in pinned {
+                slots[t] = Some(acts.alloc(len(t)));
+            }
+            let mut free: std::collections::HashMap<usize, Vec<crate::gpu::Slot>> = Default::default();
+            for (i, op) in g.ops.iter().enumerate() {
+                let mut written = vec![op.output()];
+                if let Op::GroupNorm { stats, .. } = op {
+                    written.push(*stats);
+                }
+                for &t in &written {
+                    if slots[t].is_none() {
+                        let reused = free.get_mut(&len(t)).and_then(|v| v.pop());
+                        slots[t] = Some(reused.unwrap_or_else(|| acts.alloc(len(t))));
+                    }
+                }
+                // Freed only after this op's outputs are placed, so an op never
+                // writes the buffer it reads.
+                let dead = op.inputs().into_iter().map(|(t, _)| t).chain(written.iter().copied());
+                for t in dead.collect::<std::collections::BTreeSet<_>>() {
+                    if !pinned.contains(&t) && last_read[t].is_none_or(|l| l <= i) {
+                        if let Some(s) = slots[t] {
+                            free.entry(len(t)).or_default().push(s);
+                        }
+                    }
+                }
+            }
+            slots.into_iter().map(|s| s.expect("every tensor placed")).collect()
+        };
         acts.build(&gpu.device);
         let views: Vec<TensorView> = slots.into_iter().map(|s| acts.view(s)).collect();
         let mut dispatches = Vec::new();
         for op in &g.ops {
             dispatches.extend(
-                op_forward(gpu, op, &views, &unet.params, batch)
+                op_forward(gpu, op, &views, params, batch)
                     .with_context(|| format!("recording {}", op_label(g, op)))?,
             );
         }
@@ -46,8 +95,8 @@ impl ForwardPlan {
             t_sin: g.t_sin,
             output: g.output,
             t_sin_dim: g.tensors[g.t_sin].per_image,
-            flip_sin_to_cos: unet.config.flip_sin_to_cos,
-            freq_shift: unet.config.freq_shift as f32,
+            flip_sin_to_cos: config.flip_sin_to_cos,
+            freq_shift: config.freq_shift as f32,
         })
     }
 
@@ -91,7 +140,7 @@ impl ForwardPlan {
     }
 }
 
-fn op_label(g: &super::Graph, op: &Op) -> String {
+pub fn op_label(g: &Graph, op: &Op) -> String {
     let y = match op {
         Op::Linear { y, .. } | Op::Conv2d { y, .. } | Op::GroupNorm { y, .. } | Op::Softmax { y, .. } | Op::Concat { y, .. } => *y,
         Op::Matmul { c, .. } => *c,

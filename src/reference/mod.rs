@@ -2,6 +2,8 @@
 //! kernel is tested against. Written for clarity, not speed; shapes as in
 //! the kernels (NCHW, torch weight layouts).
 
+pub mod backward;
+
 use crate::kernels::Conv2dShape;
 
 pub fn silu(v: f32) -> f32 {

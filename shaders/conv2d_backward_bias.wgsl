@@ -1,0 +1,63 @@
+// conv2d_backward_bias: for dy (B, cout, hw),
+//   db[co] = inv_div * sum over b and pixels of dy[b, co, :]               (=)
+//   dtemb[b * temb_stride + temb_offset + co] = inv_div * sum_p dy[b, co, p] (=)
+// (the second only when has_temb = 1: the forward epilogue's time-embedding
+// add). One workgroup per output channel; its 64 invocations split the images
+// and, when there are fewer than 64 images, the pixels of each image too.
+
+struct Params {
+    batch: u32, cout: u32, hw: u32, has_temb: u32,
+    temb_stride: u32, temb_offset: u32, inv_div: f32, _pad0: u32,
+}
+
+const WG: u32 = 64u;
+
+@group(0) @binding(0) var<uniform> p: Params;
+@group(0) @binding(1) var<storage, read> dy: array<f32>;
+@group(0) @binding(2) var<storage, read_write> db: array<f32>;
+@group(0) @binding(3) var<storage, read_write> dtemb: array<f32>;
+
+var<workgroup> partial: array<f32, WG>;
+
+@compute @workgroup_size(64)
+fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) lid: u32) {
+    let co = wid.x;
+    // parts invocations per image, images_at_once images per round.
+    let parts = max(1u, WG / p.batch);
+    let images_at_once = WG / parts;
+    let part = lid % parts;
+    var total = 0.0;
+    for (var b0 = 0u; b0 < p.batch; b0 += images_at_once) {
+        let b = b0 + lid / parts;
+        var s = 0.0;
+        if (b < p.batch && lid < images_at_once * parts) {
+            let base = (b * p.cout + co) * p.hw;
+            for (var i = part; i < p.hw; i += parts) {
+                s += dy[base + i];
+            }
+        }
+        partial[lid] = s;
+        workgroupBarrier();
+        if (part == 0u && b < p.batch && lid < images_at_once * parts) {
+            var t = 0.0;
+            for (var q = 0u; q < parts; q++) {
+                t += partial[lid + q];
+            }
+            t *= p.inv_div;
+            if (p.has_temb != 0u) {
+                dtemb[b * p.temb_stride + p.temb_offset + co] = t;
+            }
+            total += t;
+        }
+        workgroupBarrier();
+    }
+    partial[lid] = total;
+    workgroupBarrier();
+    if (lid == 0u) {
+        var t = 0.0;
+        for (var q = 0u; q < WG; q++) {
+            t += partial[q];
+        }
+        db[co] = t;
+    }
+}

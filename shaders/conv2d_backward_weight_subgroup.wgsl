@@ -1,0 +1,180 @@
+// conv2d_backward_weight, CPU-family variant (software adapters: lavapipe).
+// dw[co, ci, ky, kx] = inv_div * sum over b, oy, ox of
+//     dy[b, co, oy, ox] * x_logical[b, ci, oy*S + ky - pad_top, ox*S + kx - pad_left]
+// (zero outside the input; with upsample = 1, x_logical is x nearest-upsampled
+// 2x). x is (B, cin, h, w), dy (B, cout, ho, wo), dw (cout, cin, K, K).
+// A GEMM with M = cout, N = cin*K*K and a long reduction over B*ho*wo.
+//
+// The reduction runs over row segments of 8 output pixels, ordered down the
+// columns (segment = ((b * segs_per_row + column) * ho + oy)), so that
+// consecutive segments share K - S input rows, which stay in registers: each
+// step loads only S new rows. The dispatch's z cuts the segments into chunks
+// of segs_per_chunk, each written (=) to its own copy of dw in `out` (out is
+// dw itself when there is one chunk), which a sum_rows dispatch adds up.
+//
+// Lavapipe shape: one workgroup = one subgroup of 8 lanes covering TM output
+// channels x 8*TC input channels; lane l owns input channels
+// ci0 + l + 8c (c < TC) and keeps TM x TC x K x K sums. For each segment, lane
+// l loads dy of pixel l for the TM channels and hands it to the others with
+// subgroupBroadcast; each lane loads its own input rows once and reuses every
+// value for all the taps that read it.
+
+// Needs wgpu::Features::SUBGROUP. No `enable subgroups;`: this naga rejects
+// the directive and takes the subgroup builtins without it.
+
+struct Params {
+    batch: u32, cin: u32, h: u32, w: u32,
+    cout: u32, ho: u32, wo: u32, upsample: u32,
+    pad_top: u32, pad_left: u32, nsegs: u32, segs_per_chunk: u32,
+    inv_div: f32, _pad0: u32, _pad1: u32, _pad2: u32,
+}
+
+const K: u32 = {{K}}u;
+const S: u32 = {{S}}u;
+const TM: u32 = {{TM}}u;      // output channels per workgroup
+const TC: u32 = {{TC}}u;      // input channels per lane
+const KK: u32 = K * K;
+const NCOL: u32 = 7u * S + K; // input columns a segment of 8 pixels reads
+
+@group(0) @binding(0) var<uniform> p: Params;
+@group(0) @binding(1) var<storage, read> dy: array<f32>;
+@group(0) @binding(2) var<storage, read> x: array<f32>;
+@group(0) @binding(3) var<storage, read_write> out: array<f32>;
+
+// One logical input row (zero outside the input) under an 8-pixel segment:
+// columns ix0 .. ix0 + NCOL of row iy of the plane that starts at base.
+fn load_row(base: u32, iy: i32, ix0: i32) -> array<f32, NCOL> {
+    let up = p.upsample;
+    let hin = i32(p.h << up);
+    let win = i32(p.w << up);
+    let row_ok = iy >= 0 && iy < hin;
+    let xrow = base + (u32(clamp(iy, 0, hin - 1)) >> up) * p.w;
+    var r: array<f32, NCOL>;
+    for (var t = 0u; t < NCOL; t++) {
+        let ix = ix0 + i32(t);
+        let ok = row_ok && ix >= 0 && ix < win;
+        r[t] = select(0.0, x[xrow + (u32(clamp(ix, 0, win - 1)) >> up)], ok);
+    }
+    return r;
+}
+
+@compute @workgroup_size(8)
+fn main(
+    @builtin(workgroup_id) wid: vec3<u32>,
+    @builtin(subgroup_invocation_id) lane: u32,
+) {
+    let ci0 = wid.x * 8u * TC;
+    let co0 = wid.y * TM;
+    let chunk = wid.z;
+    var cis: array<u32, TC>;
+    for (var c = 0u; c < TC; c++) {
+        cis[c] = min(ci0 + lane + 8u * c, p.cin - 1u);
+    }
+    let plane_in = p.h * p.w;
+    let plane_out = p.ho * p.wo;
+    let segs_per_row = (p.wo + 7u) / 8u;
+
+    // Every loop indexes a private array by its own counter over the whole
+    // length: that is what makes Mesa's NIR unroll it and keep the arrays in
+    // registers.
+    var acc: array<array<array<array<f32, K>, K>, TC>, TM>;
+    for (var m = 0u; m < TM; m++) {
+        for (var c = 0u; c < TC; c++) {
+            for (var ky = 0u; ky < K; ky++) {
+                for (var kx = 0u; kx < K; kx++) {
+                    acc[m][c][ky][kx] = 0.0;
+                }
+            }
+        }
+    }
+
+    let s_begin = chunk * p.segs_per_chunk;
+    let s_end = min(s_begin + p.segs_per_chunk, p.nsegs);
+    var xr: array<array<array<f32, NCOL>, K>, TC>;
+    var sg = s_begin;
+    while (sg < s_end) {
+        // A run down one column of segments, to the column's or chunk's end.
+        let col = sg / p.ho;
+        let run_end = min(s_end, (col + 1u) * p.ho);
+        let ox0 = (col % segs_per_row) * 8u;
+        let b = col / segs_per_row;
+        let ix0 = i32(ox0 * S) - i32(p.pad_left);
+        var xb: array<u32, TC>;
+        for (var c = 0u; c < TC; c++) {
+            xb[c] = (b * p.cin + cis[c]) * plane_in;
+        }
+        // The rows the first step shares with a previous one.
+        let iy_first = i32((sg % p.ho) * S) - i32(p.pad_top);
+        for (var c = 0u; c < TC; c++) {
+            for (var ky = 0u; ky < K - S; ky++) {
+                xr[c][ky] = load_row(xb[c], iy_first + i32(ky), ix0);
+            }
+        }
+        let pix_ok = ox0 + lane < p.wo;
+        for (; sg < run_end; sg++) {
+            let oy = sg % p.ho;
+            let iy0 = i32(oy * S) - i32(p.pad_top);
+            for (var c = 0u; c < TC; c++) {
+                for (var ky = K - S; ky < K; ky++) {
+                    xr[c][ky] = load_row(xb[c], iy0 + i32(ky), ix0);
+                }
+            }
+            // dy of this lane's pixel for the TM output channels.
+            let ybase = b * p.cout * plane_out + oy * p.wo + min(ox0 + lane, p.wo - 1u);
+            var dyl: array<f32, TM>;
+            for (var m = 0u; m < TM; m++) {
+                let co = min(co0 + m, p.cout - 1u);
+                dyl[m] = select(0.0, dy[ybase + co * plane_out], pix_ok);
+            }
+            for (var m = 0u; m < TM; m++) {
+                let v = dyl[m];
+                let d0 = subgroupBroadcast(v, 0u);
+                let d1 = subgroupBroadcast(v, 1u);
+                let d2 = subgroupBroadcast(v, 2u);
+                let d3 = subgroupBroadcast(v, 3u);
+                let d4 = subgroupBroadcast(v, 4u);
+                let d5 = subgroupBroadcast(v, 5u);
+                let d6 = subgroupBroadcast(v, 6u);
+                let d7 = subgroupBroadcast(v, 7u);
+                for (var c = 0u; c < TC; c++) {
+                    for (var ky = 0u; ky < K; ky++) {
+                        for (var kx = 0u; kx < K; kx++) {
+                            let r = &xr[c][ky];
+                            acc[m][c][ky][kx] += d0 * (*r)[kx] + d1 * (*r)[S + kx]
+                                + d2 * (*r)[2u * S + kx] + d3 * (*r)[3u * S + kx]
+                                + d4 * (*r)[4u * S + kx] + d5 * (*r)[5u * S + kx]
+                                + d6 * (*r)[6u * S + kx] + d7 * (*r)[7u * S + kx];
+                        }
+                    }
+                }
+            }
+            // The next step's first K - S rows are this step's last.
+            for (var c = 0u; c < TC; c++) {
+                for (var ky = 0u; ky < K - S; ky++) {
+                    xr[c][ky] = xr[c][ky + S];
+                }
+            }
+        }
+    }
+
+    let wlen = p.cout * p.cin * KK;
+    let obase = chunk * wlen;
+    for (var m = 0u; m < TM; m++) {
+        let co = co0 + m;
+        if (co >= p.cout) {
+            break;
+        }
+        for (var c = 0u; c < TC; c++) {
+            let ci = ci0 + lane + 8u * c;
+            if (ci >= p.cin) {
+                break;
+            }
+            let o = obase + (co * p.cin + ci) * KK;
+            for (var ky = 0u; ky < K; ky++) {
+                for (var kx = 0u; kx < K; kx++) {
+                    out[o + ky * K + kx] = acc[m][c][ky][kx] * p.inv_div;
+                }
+            }
+        }
+    }
+}

@@ -1,0 +1,28 @@
+// softmax_backward: for y = softmax of each row of x (rows, n),
+//   dx[r, j] = y[r, j] * (dy[r, j] - sum_k dy[r, k] * y[r, k]).
+// dx, dy and y are (rows, n); dx is written (=). One invocation per row.
+
+struct Params {
+    rows: u32, n: u32, _pad0: u32, _pad1: u32,
+}
+
+@group(0) @binding(0) var<uniform> p: Params;
+@group(0) @binding(1) var<storage, read> dy: array<f32>;
+@group(0) @binding(2) var<storage, read> y: array<f32>;
+@group(0) @binding(3) var<storage, read_write> dx: array<f32>;
+
+@compute @workgroup_size(64)
+fn main(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>) {
+    let row = gid.x + gid.y * nwg.x * 64u;
+    if (row >= p.rows) {
+        return;
+    }
+    let base = row * p.n;
+    var s = 0.0;
+    for (var j = 0u; j < p.n; j++) {
+        s += dy[base + j] * y[base + j];
+    }
+    for (var j = 0u; j < p.n; j++) {
+        dx[base + j] = y[base + j] * (dy[base + j] - s);
+    }
+}

@@ -1,0 +1,122 @@
+//! `petal bench`: measurements, not tests. Times the UNet forward pass, the
+//! sampling loop and the training step on the adapter in use, with random
+//! weights of a built-in or given architecture, and prints JSON.
+
+use anyhow::Result;
+use petal::diffusion::{Flow, Sampler};
+use petal::gpu::{Dispatch, Gpu};
+use petal::model::{ForwardPlan, SchedulerConfig, UNet, UNetConfig, unet::build_graph};
+use petal::rng::Rng;
+use petal::train::{StepSettings, TrainPlan};
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::Instant;
+
+pub struct BenchOptions {
+    pub config: UNetConfig,
+    pub config_name: String,
+    pub forward_batches: Vec<u32>,
+    pub sample_batches: Vec<u32>,
+    pub train_batches: Vec<u32>,
+    pub steps: u32,
+    pub repeats: usize,
+    pub profile: bool,
+}
+
+fn median(mut v: Vec<f64>) -> f64 {
+    v.sort_by(|a, b| a.partial_cmp(b).unwrap());
+    v[v.len() / 2]
+}
+
+fn time<F: FnMut() -> Result<()>>(repeats: usize, mut f: F) -> Result<(f64, f64)> {
+    f()?; // warm-up: pipelines, first-touch of buffers
+    let mut times = Vec::new();
+    for _ in 0..repeats.max(1) {
+        let t = Instant::now();
+        f()?;
+        times.push(t.elapsed().as_secs_f64());
+    }
+    let min = times.iter().cloned().fold(f64::INFINITY, f64::min);
+    Ok((median(times), min))
+}
+
+/// Seconds per op kind in one forward pass, each dispatch submitted and
+/// waited for on its own (so the sum exceeds a real pass).
+fn profile(gpu: &Gpu, plan: &ForwardPlan) -> Result<BTreeMap<String, f64>> {
+    let mut by_kind: BTreeMap<String, f64> = BTreeMap::new();
+    for d in &plan.dispatches {
+        let one: [&Dispatch; 1] = [d];
+        gpu.run(&one);
+        gpu.wait()?;
+        let t = Instant::now();
+        gpu.run(&one);
+        gpu.wait()?;
+        *by_kind.entry(d.label.clone()).or_default() += t.elapsed().as_secs_f64();
+    }
+    Ok(by_kind)
+}
+
+pub fn run(gpu: Arc<Gpu>, o: &BenchOptions) -> Result<serde_json::Value> {
+    let graph = build_graph(&o.config);
+    let weights = petal::train::init::init_weights(&graph, 0);
+    let unet = UNet::new(gpu.clone(), o.config.clone(), &weights)?;
+    let (h, w) = o.config.sample_hw();
+    let per_image = (o.config.in_channels * h * w) as usize;
+    let mut out = serde_json::json!({
+        "adapter": gpu.describe(),
+        "config": o.config_name,
+        "parameters": graph.num_parameters(),
+        "gflop_per_image_forward": 2.0 * graph.macs_per_image() as f64 / 1e9,
+    });
+    for &b in &o.forward_batches {
+        let plan = ForwardPlan::new(&unet, b)?;
+        let x = Rng::new(1).normal_vec(per_image * b as usize);
+        let ts = vec![500.0; b as usize];
+        let (med, min) = time(o.repeats, || plan.forward(&gpu, &x, &ts).map(|_| ()))?;
+        eprintln!("forward batch {b}: {med:.4} s (min {min:.4})");
+        out[format!("forward_b{b}_s")] = med.into();
+        if o.profile {
+            let p = profile(&gpu, &plan)?;
+            for (k, v) in &p {
+                eprintln!("  {k:>24}: {v:.4} s");
+            }
+            out[format!("forward_b{b}_profile_s")] = serde_json::to_value(p)?;
+        }
+    }
+    let sched = SchedulerConfig::default();
+    for &b in &o.sample_batches {
+        let mut sampler = Sampler::new(&unet, &sched, b, o.steps)?;
+        let n = per_image * b as usize;
+        let (med, min) = time(o.repeats.min(2), || {
+            let mut rng = Rng::new(2);
+            let x = rng.normal_vec(n);
+            sampler.run(&gpu, &x, false, |_, _| rng.normal_vec(n), |_, _| Flow::Continue).map(|_| ())
+        })?;
+        eprintln!("sample {} steps batch {b}: {med:.3} s (min {min:.3})", o.steps);
+        out[format!("sample{}_b{b}_s", o.steps)] = med.into();
+    }
+    for &b in &o.train_batches {
+        let plan = TrainPlan::new(gpu.clone(), &graph, &o.config, b, &weights, Some(&weights))?;
+        let n = per_image * b as usize;
+        let mut rng = Rng::new(3);
+        let (x, noise) = (rng.normal_vec(n), rng.normal_vec(n));
+        let ts: Vec<f32> = (0..b).map(|i| (i * 37 % 1000) as f32).collect();
+        let mut step = 0;
+        let (med, min) = time(o.repeats, || {
+            step += 1;
+            let s = StepSettings {
+                lr: 1e-4,
+                step,
+                adamw: petal::kernels::optim::AdamW { beta1: 0.95, beta2: 0.999, eps: 1e-8, weight_decay: 1e-6 },
+                max_grad_norm: 1.0,
+                ema_decay: 0.99,
+            };
+            plan.step(&x, &noise, &ts, &s).map(|_| ())
+        })?;
+        let mib = plan.memory_bytes() as f64 / (1u64 << 20) as f64;
+        eprintln!("train step batch {b}: {med:.3} s (min {min:.3}); GPU memory {mib:.0} MiB");
+        out[format!("train_b{b}_s")] = med.into();
+        out[format!("train_b{b}_gpu_mib")] = mib.into();
+    }
+    Ok(out)
+}

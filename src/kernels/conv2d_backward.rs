@@ -1,0 +1,543 @@
+//! The backward pass of [`conv2d_forward`](super::conv2d_forward):
+//! y = (conv(x, w) + bias + temb[b, temb_offset + co] + residual) / out_div.
+//!
+//! | gradient | kernel | = or += |
+//! | --- | --- | --- |
+//! | dx (B, cin, h, w) | [`conv2d_backward_input`] | either (`accumulate`) |
+//! | dw (cout, cin, k, k) | [`conv2d_backward_weight`] | = |
+//! | db (cout), dtemb slice | [`conv2d_backward_bias`] | = |
+//! | d residual = dy / out_div | [`scale_add`](super::scale_add) | either |
+//!
+//! Both convolution gradients are implicit GEMMs like the forward, with the
+//! same two kernel shapes: a register-blocked fallback for any adapter, and
+//! for software adapters with subgroups of 8 lanes (lavapipe) a variant that
+//! shares one operand across the subgroup with `subgroupBroadcast`.
+
+use super::conv2d::Conv2dShape;
+use crate::gpu::{Dispatch, Gpu, KernelFamily, PipelineKey, TensorView, grid_1d};
+use anyhow::{Result, ensure};
+
+/// Which kernel computes a convolution gradient (both gradients have both).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Conv2dBackwardKernel {
+    /// Register-blocked, no workgroup memory, no subgroups. Any adapter.
+    Generic,
+    /// Subgroups of exactly 8 lanes sharing one operand by subgroupBroadcast.
+    Subgroup,
+}
+
+/// Whether the subgroup kernels can run here: they hand values across exactly
+/// 8 lanes.
+pub fn subgroup_kernels_fit(gpu: &Gpu) -> bool {
+    gpu.has_subgroups() && gpu.info.subgroup_min_size == 8 && gpu.info.subgroup_max_size == 8
+}
+
+/// The kernel used for this adapter: the subgroup one on the CPU family when
+/// the adapter has 8-lane subgroups, else the generic one.
+pub fn backward_kernel_for(gpu: &Gpu) -> Conv2dBackwardKernel {
+    match gpu.family {
+        KernelFamily::Cpu if subgroup_kernels_fit(gpu) => Conv2dBackwardKernel::Subgroup,
+        _ => Conv2dBackwardKernel::Generic,
+    }
+}
+
+fn check_shape(label: &str, s: &Conv2dShape) -> Result<()> {
+    ensure!(s.stride == 1 || s.stride == 2, "{label}: stride {} is not 1 or 2", s.stride);
+    ensure!(!(s.upsample && s.stride != 1), "{label}: upsampling with stride 2 is not supported");
+    ensure!(s.ksize >= 1 && s.ksize <= 7, "{label}: kernel size {}", s.ksize);
+    let (hi, wi) = s.in_hw();
+    ensure!(
+        hi + s.pad[0] + s.pad[2] >= s.ksize && wi + s.pad[1] + s.pad[3] >= s.ksize,
+        "{label}: kernel larger than the padded input"
+    );
+    Ok(())
+}
+
+fn inv_div(out_div: f32) -> f32 {
+    if out_div == 0.0 { 1.0 } else { 1.0 / out_div }
+}
+
+// ---------------------------------------------------------------------------
+// dx
+
+#[repr(C)]
+#[derive(Clone, Copy, bytemuck::Pod, bytemuck::Zeroable)]
+struct InputParams {
+    batch: u32,
+    cin: u32,
+    h: u32,
+    w: u32,
+    cout: u32,
+    ho: u32,
+    wo: u32,
+    sub_h: u32,
+    sub_w: u32,
+    accumulate: u32,
+    inv_div: f32,
+    _pad0: u32,
+    cy0: i32,
+    cy1: i32,
+    cx0: i32,
+    cx1: i32,
+    fy0: u32,
+    fy1: u32,
+    fx0: u32,
+    fx1: u32,
+}
+
+/// How the transposed convolution of one spatial dimension is recast as a
+/// plain correlation of dy (see conv2d_backward_input.wgsl): dx index
+/// i = u * phases + phase reads dy at u * dy_step + offset[phase] + t for
+/// t < taps.
+struct DimPlan {
+    /// 0: stride 1, 1: upsampled input (stride 1), 2: stride 2.
+    mode: u32,
+    taps: u32,
+    dy_step: u32,
+    phases: u32,
+    /// Kernel taps folded into one effective tap (2 when upsampled).
+    fold: u32,
+    offset: [i32; 2],
+    /// Kernel-index parity of each phase (stride 2 only).
+    parity: [u32; 2],
+}
+
+fn dim_plan(s: &Conv2dShape, pad: u32) -> DimPlan {
+    let (k, p) = (s.ksize as i32, pad as i32);
+    if s.upsample {
+        // logical l = 2i + a (a in 0..2) = oy + P - ky; t = a - ky + k - 1.
+        DimPlan { mode: 1, taps: s.ksize + 1, dy_step: 2, phases: 1, fold: 2, offset: [p - k + 1; 2], parity: [0; 2] }
+    } else if s.stride == 1 {
+        // i = oy + P - ky; t = k - 1 - ky.
+        DimPlan { mode: 0, taps: s.ksize, dy_step: 1, phases: 1, fold: 1, offset: [p - k + 1; 2], parity: [0; 2] }
+    } else {
+        // i = 2 oy + ky - P: for i = 2u + phase, ky has the parity of
+        // phase + P and oy = (i + P - ky) / 2.
+        let t = s.ksize.div_ceil(2) as i32;
+        let off = |ph: i32| (ph + p).div_euclid(2) - (t - 1);
+        DimPlan {
+            mode: 2,
+            taps: t as u32,
+            dy_step: 1,
+            phases: 2,
+            fold: 1,
+            offset: [off(0), off(1)],
+            parity: [(pad % 2), ((1 + pad) % 2)],
+        }
+    }
+}
+
+/// dx (B, cin, h, w) (+)= d/dx of y = conv(x, w) / out_div, given
+/// dy (B, cout, ho, wo) and w (cout, cin, k, k). Every forward case: any
+/// k <= 7, stride 1 or 2, asymmetric padding, nearest-2x upsampled input (each
+/// dx element then sums the gradient of its 4 logical positions).
+/// Written (=), or accumulated (+=) when `accumulate`; dx must not alias dy.
+#[allow(clippy::too_many_arguments)]
+pub fn conv2d_backward_input(
+    gpu: &Gpu,
+    label: &str,
+    dx: &TensorView,
+    dy: &TensorView,
+    w: &TensorView,
+    s: &Conv2dShape,
+    out_div: f32,
+    accumulate: bool,
+) -> Result<Dispatch> {
+    let layout = InputGradLayout::new(backward_kernel_for(gpu), s);
+    conv2d_backward_input_with(gpu, &layout, label, dx, dy, w, s, out_div, accumulate)
+}
+
+/// How one dx dispatch is blocked: each invocation (one lane of a subgroup
+/// for the subgroup kernel) keeps `tm` input channels x `tn` consecutive dx
+/// pixels of a row (of one phase, for stride 2).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct InputGradLayout {
+    pub kernel: Conv2dBackwardKernel,
+    /// Input channels per invocation (subgroup kernel: per workgroup, a
+    /// multiple of 8).
+    pub tm: u32,
+    pub tn: u32,
+}
+
+impl InputGradLayout {
+    /// The blocking measured fastest for `s`.
+    pub fn new(kernel: Conv2dBackwardKernel, s: &Conv2dShape) -> InputGradLayout {
+        match kernel {
+            Conv2dBackwardKernel::Generic => InputGradLayout { kernel, tm: 8, tn: 4 },
+            Conv2dBackwardKernel::Subgroup => {
+                // 32 input channels x 16 pixels per lane measured best on
+                // lavapipe (with 64 channels Mesa stops unrolling the loops);
+                // a narrow layer (conv_in's gradient, 3 channels) wastes less
+                // with 8.
+                let sub_w = if s.stride == 2 { s.w.div_ceil(2) } else { s.w };
+                let tm = if s.cin <= 8 { 8 } else { 32 };
+                let tn = if sub_w >= 16 && !s.upsample {
+                    16
+                } else if sub_w > 4 {
+                    8
+                } else {
+                    4
+                };
+                InputGradLayout { kernel, tm, tn }
+            }
+        }
+    }
+}
+
+/// [`conv2d_backward_input`] with the layout chosen by the caller.
+#[allow(clippy::too_many_arguments)]
+pub fn conv2d_backward_input_with(
+    gpu: &Gpu,
+    layout: &InputGradLayout,
+    label: &str,
+    dx: &TensorView,
+    dy: &TensorView,
+    w: &TensorView,
+    s: &Conv2dShape,
+    out_div: f32,
+    accumulate: bool,
+) -> Result<Dispatch> {
+    check_shape(label, s)?;
+    ensure!(dx.len == s.in_len(), "{label}: dx has {} values, shape wants {}", dx.len, s.in_len());
+    ensure!(dy.len == s.out_len(), "{label}: dy has {} values, shape wants {}", dy.len, s.out_len());
+    ensure!(w.len == s.weight_len(), "{label}: w has {} values, shape wants {}", w.len, s.weight_len());
+    let (ho, wo) = s.out_hw();
+    let py = dim_plan(s, s.pad[0]);
+    let px = dim_plan(s, s.pad[1]);
+    let (sub_h, sub_w) = (s.h.div_ceil(py.phases), s.w.div_ceil(px.phases));
+    let params = InputParams {
+        batch: s.batch,
+        cin: s.cin,
+        h: s.h,
+        w: s.w,
+        cout: s.cout,
+        ho,
+        wo,
+        sub_h,
+        sub_w,
+        accumulate: accumulate as u32,
+        inv_div: inv_div(out_div),
+        _pad0: 0,
+        cy0: py.offset[0],
+        cy1: py.offset[1],
+        cx0: px.offset[0],
+        cx1: px.offset[1],
+        fy0: py.parity[0],
+        fy1: py.parity[1],
+        fx0: px.parity[0],
+        fx1: px.parity[1],
+    };
+    let phases = py.phases * px.phases;
+    let buffers = [dy, w, dx];
+    let key = |shader: &'static str, tm: u32, tn: u32| {
+        PipelineKey::new(shader)
+            .define("MODE", py.mode)
+            .define("K", s.ksize)
+            .define("T", py.taps)
+            .define("SD", py.dy_step)
+            .define("PH", py.phases)
+            .define("NA", py.fold)
+            .define("TM", tm)
+            .define("TN", tn)
+    };
+    let (tm, tn) = (layout.tm, layout.tn);
+    ensure!(tm > 0 && tn > 0, "{label}: empty layout {layout:?}");
+    let segs = s.batch * sub_h * sub_w.div_ceil(tn);
+    match layout.kernel {
+        Conv2dBackwardKernel::Generic => {
+            let grid = [segs.div_ceil(64), s.cin.div_ceil(tm), phases];
+            gpu.dispatch(label, &key("conv2d_backward_input", tm, tn), &params, &buffers, grid)
+        }
+        Conv2dBackwardKernel::Subgroup => {
+            ensure!(subgroup_kernels_fit(gpu), "{label}: the subgroup kernel needs subgroups of 8 lanes");
+            ensure!(tm % 8 == 0, "{label}: {layout:?}: tm must be a multiple of 8");
+            let grid = [segs.div_ceil(8), s.cin.div_ceil(tm), phases];
+            gpu.dispatch(label, &key("conv2d_backward_input_subgroup", tm, tn), &params, &buffers, grid)
+        }
+    }
+}
+
+// ---------------------------------------------------------------------------
+// dw
+
+#[repr(C)]
+#[derive(Clone, Copy, bytemuck::Pod, bytemuck::Zeroable)]
+struct WeightParams {
+    batch: u32,
+    cin: u32,
+    h: u32,
+    w: u32,
+    cout: u32,
+    ho: u32,
+    wo: u32,
+    upsample: u32,
+    pad_top: u32,
+    pad_left: u32,
+    nsegs: u32,
+    segs_per_chunk: u32,
+    inv_div: f32,
+    _pad: [u32; 3],
+}
+
+/// How one dw dispatch is laid out: the blocking, and how many chunks the
+/// reduction over batch x output pixels is cut into. Each chunk writes its own
+/// copy of dw into scratch and a second dispatch sums them (WGSL has no float
+/// atomics); with one chunk the kernel writes dw directly.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct WeightGradLayout {
+    pub kernel: Conv2dBackwardKernel,
+    /// Output channels per invocation (subgroup kernel: per workgroup).
+    pub tm: u32,
+    /// Input channels per lane (subgroup kernel; 1 for the generic one).
+    pub tc: u32,
+    /// Chunks asked for (fewer are used when the reduction is shorter).
+    pub chunks: u32,
+}
+
+impl WeightGradLayout {
+    /// The blocking measured fastest for `s`, and enough chunks to keep this
+    /// adapter busy.
+    pub fn new(gpu: &Gpu, kernel: Conv2dBackwardKernel, s: &Conv2dShape) -> WeightGradLayout {
+        // The subgroup kernel keeps K - S input rows between steps.
+        let kernel = if s.ksize < s.stride { Conv2dBackwardKernel::Generic } else { kernel };
+        let (tm, tc) = match kernel {
+            Conv2dBackwardKernel::Generic => (8, 1),
+            // Measured on lavapipe: 32 output channels x 2 input channels x
+            // 9 taps per lane (8 input channels for 1x1).
+            Conv2dBackwardKernel::Subgroup => (if s.cout <= 8 { 8 } else { 32 }, if s.ksize == 1 { 8 } else { 2 }),
+        };
+        let mut l = WeightGradLayout { kernel, tm, tc, chunks: 1 };
+        // Enough workgroups to fill the adapter, but every chunk at least
+        // min_segs long and at most max_chunks copies of dw.
+        let (target, min_segs, max_chunks) = match gpu.info.device_type {
+            wgpu::DeviceType::Cpu => (32u32, 64u32, 16u32),
+            _ => (1024, 32, 64),
+        };
+        let [gx, gy] = l.grid_xy(s);
+        l.chunks = target.div_ceil(gx * gy).min(l.nsegs(s).div_ceil(min_segs)).clamp(1, max_chunks);
+        l
+    }
+
+    /// Output pixels per reduction step: a row segment.
+    fn seg(&self) -> u32 {
+        match self.kernel {
+            Conv2dBackwardKernel::Generic => 4,
+            Conv2dBackwardKernel::Subgroup => 8,
+        }
+    }
+
+    /// Row segments the reduction runs over.
+    pub fn nsegs(&self, s: &Conv2dShape) -> u32 {
+        let (ho, wo) = s.out_hw();
+        s.batch * ho * wo.div_ceil(self.seg())
+    }
+
+    fn segs_per_chunk(&self, s: &Conv2dShape) -> u32 {
+        self.nsegs(s).div_ceil(self.chunks.max(1))
+    }
+
+    /// Chunks actually used.
+    pub fn chunks_used(&self, s: &Conv2dShape) -> u32 {
+        self.nsegs(s).div_ceil(self.segs_per_chunk(s))
+    }
+
+    /// Workgroups of one chunk.
+    fn grid_xy(&self, s: &Conv2dShape) -> [u32; 2] {
+        match self.kernel {
+            Conv2dBackwardKernel::Generic => [(s.cin * s.cout.div_ceil(self.tm)).div_ceil(64), 1],
+            Conv2dBackwardKernel::Subgroup => [s.cin.div_ceil(8 * self.tc), s.cout.div_ceil(self.tm)],
+        }
+    }
+
+    /// f32 elements of scratch this layout needs (0: it writes dw directly).
+    pub fn scratch_len(&self, s: &Conv2dShape) -> usize {
+        let chunks = self.chunks_used(s);
+        if chunks > 1 { chunks as usize * s.weight_len() } else { 0 }
+    }
+}
+
+/// Scratch (f32 elements) [`conv2d_backward_weight`] needs for `s` on this
+/// adapter; 0 means none (pass `None`).
+pub fn conv2d_backward_weight_scratch_len(gpu: &Gpu, s: &Conv2dShape) -> usize {
+    WeightGradLayout::new(gpu, backward_kernel_for(gpu), s).scratch_len(s)
+}
+
+/// dw (cout, cin, k, k) = sum over batch and output pixels of dy / out_div
+/// times the input value each tap read (x (B, cin, h, w), dy (B, cout, ho, wo),
+/// any forward case). Written (=). `scratch` must hold
+/// [`conv2d_backward_weight_scratch_len`] values when that is not 0; it is
+/// overwritten. One dispatch, or two (partial sums, then their sum).
+#[allow(clippy::too_many_arguments)]
+pub fn conv2d_backward_weight(
+    gpu: &Gpu,
+    label: &str,
+    dw: &TensorView,
+    scratch: Option<&TensorView>,
+    dy: &TensorView,
+    x: &TensorView,
+    s: &Conv2dShape,
+    out_div: f32,
+) -> Result<Vec<Dispatch>> {
+    let layout = WeightGradLayout::new(gpu, backward_kernel_for(gpu), s);
+    conv2d_backward_weight_with(gpu, &layout, label, dw, scratch, dy, x, s, out_div)
+}
+
+/// [`conv2d_backward_weight`] with the layout chosen by the caller.
+#[allow(clippy::too_many_arguments)]
+pub fn conv2d_backward_weight_with(
+    gpu: &Gpu,
+    layout: &WeightGradLayout,
+    label: &str,
+    dw: &TensorView,
+    scratch: Option<&TensorView>,
+    dy: &TensorView,
+    x: &TensorView,
+    s: &Conv2dShape,
+    out_div: f32,
+) -> Result<Vec<Dispatch>> {
+    check_shape(label, s)?;
+    ensure!(x.len == s.in_len(), "{label}: x has {} values, shape wants {}", x.len, s.in_len());
+    ensure!(dy.len == s.out_len(), "{label}: dy has {} values, shape wants {}", dy.len, s.out_len());
+    ensure!(dw.len == s.weight_len(), "{label}: dw has {} values, shape wants {}", dw.len, s.weight_len());
+    let (ho, wo) = s.out_hw();
+    let l = layout;
+    ensure!(l.tm > 0 && l.tc > 0, "{label}: empty layout {l:?}");
+    ensure!(l.kernel == Conv2dBackwardKernel::Subgroup || l.tc == 1, "{label}: the generic kernel takes tc = 1");
+    let chunks = l.chunks_used(s);
+    let params = WeightParams {
+        batch: s.batch,
+        cin: s.cin,
+        h: s.h,
+        w: s.w,
+        cout: s.cout,
+        ho,
+        wo,
+        upsample: s.upsample as u32,
+        pad_top: s.pad[0],
+        pad_left: s.pad[1],
+        nsegs: l.nsegs(s),
+        segs_per_chunk: l.segs_per_chunk(s),
+        inv_div: inv_div(out_div),
+        _pad: [0; 3],
+    };
+    let need = l.scratch_len(s);
+    let out = if need > 0 {
+        let sc = scratch.ok_or_else(|| anyhow::anyhow!("{label}: needs {need} values of scratch"))?;
+        ensure!(sc.len >= need, "{label}: scratch has {} values, needs {need}", sc.len);
+        ensure!(!sc.same_buffer(dw), "{label}: scratch must not share dw's buffer");
+        sc.clone_with_len(need)
+    } else {
+        dw.clone()
+    };
+    let [gx, gy] = l.grid_xy(s);
+    let grid = [gx, gy, chunks];
+    let key = match l.kernel {
+        Conv2dBackwardKernel::Generic => PipelineKey::new("conv2d_backward_weight")
+            .define("K", s.ksize)
+            .define("S", s.stride)
+            .define("TM", l.tm)
+            .define("TN", l.seg()),
+        Conv2dBackwardKernel::Subgroup => {
+            ensure!(subgroup_kernels_fit(gpu), "{label}: the subgroup kernel needs subgroups of 8 lanes");
+            ensure!(s.ksize >= s.stride, "{label}: the subgroup kernel needs a kernel at least as large as the stride");
+            PipelineKey::new("conv2d_backward_weight_subgroup")
+                .define("K", s.ksize)
+                .define("S", s.stride)
+                .define("TM", l.tm)
+                .define("TC", l.tc)
+        }
+    };
+    let mut v = vec![gpu.dispatch(label, &key, &params, &[dy, x, &out], grid)?];
+    if need > 0 {
+        v.push(sum_rows(gpu, label, dw, &out, chunks, s.weight_len() as u32, 0, s.weight_len() as u32, 1.0)?);
+    }
+    Ok(v)
+}
+
+// ---------------------------------------------------------------------------
+// db, dtemb
+
+#[repr(C)]
+#[derive(Clone, Copy, bytemuck::Pod, bytemuck::Zeroable)]
+struct BiasParams {
+    batch: u32,
+    cout: u32,
+    hw: u32,
+    has_temb: u32,
+    temb_stride: u32,
+    temb_offset: u32,
+    inv_div: f32,
+    _pad: u32,
+}
+
+/// db (cout) = sum over b and pixels of dy (B, cout, ho, wo) / out_div, and,
+/// when `dtemb` = (dtemb (B, stride), stride, offset) is given,
+/// dtemb[b * stride + offset + co] = sum over pixels of dy[b, co] / out_div
+/// (the forward epilogue's time-embedding add; each conv owns its slice).
+/// Both written (=). One dispatch, no scratch.
+pub fn conv2d_backward_bias(
+    gpu: &Gpu,
+    label: &str,
+    db: &TensorView,
+    dtemb: Option<(&TensorView, u32, u32)>,
+    dy: &TensorView,
+    s: &Conv2dShape,
+    out_div: f32,
+) -> Result<Dispatch> {
+    let (ho, wo) = s.out_hw();
+    ensure!(dy.len == s.out_len(), "{label}: dy has {} values, shape wants {}", dy.len, s.out_len());
+    ensure!(db.len == s.cout as usize, "{label}: db has {} values, wants {}", db.len, s.cout);
+    if let Some((t, stride, off)) = dtemb {
+        ensure!(off + s.cout <= stride, "{label}: dtemb slice {off}+{} outside stride {stride}", s.cout);
+        ensure!(t.len >= (s.batch * stride) as usize, "{label}: dtemb has {} values, wants B x {stride}", t.len);
+    }
+    let params = BiasParams {
+        batch: s.batch,
+        cout: s.cout,
+        hw: ho * wo,
+        has_temb: dtemb.is_some() as u32,
+        temb_stride: dtemb.map_or(0, |t| t.1),
+        temb_offset: dtemb.map_or(0, |t| t.2),
+        inv_div: inv_div(out_div),
+        _pad: 0,
+    };
+    let t = dtemb.map_or(&gpu.dummy, |t| t.0);
+    gpu.dispatch(label, &PipelineKey::new("conv2d_backward_bias"), &params, &[dy, db, t], [s.cout, 1, 1])
+}
+
+// ---------------------------------------------------------------------------
+// Shared small kernel
+
+#[repr(C)]
+#[derive(Clone, Copy, bytemuck::Pod, bytemuck::Zeroable)]
+struct SumRowsParams {
+    rows: u32,
+    n: u32,
+    row_stride: u32,
+    offset: u32,
+    scale: f32,
+    _pad: [u32; 3],
+}
+
+/// out (n) = scale * sum over r < rows of src[r * row_stride + offset + i]:
+/// the second pass of a reduction done in partial sums. Written (=).
+#[allow(clippy::too_many_arguments)]
+pub fn sum_rows(
+    gpu: &Gpu,
+    label: &str,
+    out: &TensorView,
+    src: &TensorView,
+    rows: u32,
+    n: u32,
+    offset: u32,
+    row_stride: u32,
+    scale: f32,
+) -> Result<Dispatch> {
+    ensure!(out.len == n as usize, "{label}: sum_rows output has {} values, wants {n}", out.len);
+    ensure!(
+        rows == 0 || ((rows - 1) as usize * row_stride as usize + offset as usize + n as usize) <= src.len,
+        "{label}: sum_rows reads outside its source"
+    );
+    let params = SumRowsParams { rows, n, row_stride, offset, scale, _pad: [0; 3] };
+    gpu.dispatch(label, &PipelineKey::new("sum_rows"), &params, &[src, out], grid_1d(n.div_ceil(256)))
+}

@@ -1,0 +1,337 @@
+//! A training step recorded for one batch size: the forward pass, the loss,
+//! the backward pass (the forward op list walked in reverse), the gradient
+//! norm and clipping, AdamW and the EMA, all in one submission.
+//!
+//! Activation gradients live in buffers reused by liveness: a tensor's
+//! gradient exists from the backward of its last reader to the backward of
+//! its writer. The first contribution to a gradient (in backward order) is
+//! written (=), later ones are accumulated (+=), so nothing is zeroed.
+
+use crate::gpu::{Dispatch, Gpu, TensorView};
+use crate::kernels::{self, ChannelSlice, Conv2dShape, MatmulDesc, Operand, optim};
+use crate::model::graph::{Graph, Op, Tid};
+use crate::model::{ForwardPlan, ParamStore, UNetConfig};
+use anyhow::{Context, Result, bail};
+use std::collections::{HashMap, HashSet};
+use std::sync::Arc;
+
+/// Loss and gradient norm of a step.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct StepStats {
+    pub loss: f32,
+    /// The global L2 norm of the gradients, before clipping.
+    pub grad_norm: f32,
+}
+
+/// The optimizer settings of a step.
+#[derive(Clone, Copy, Debug)]
+pub struct StepSettings {
+    pub lr: f64,
+    /// 1-based optimizer step (AdamW's bias correction).
+    pub step: u64,
+    pub adamw: optim::AdamW,
+    /// Clip the global gradient norm to this (0: no clipping).
+    pub max_grad_norm: f32,
+    /// EMA decay of this step (ignored without EMA).
+    pub ema_decay: f64,
+}
+
+pub struct TrainPlan {
+    pub gpu: Arc<Gpu>,
+    pub batch: u32,
+    pub forward: ForwardPlan,
+    pub params: ParamStore,
+    pub grads: ParamStore,
+    pub m: ParamStore,
+    pub v: ParamStore,
+    pub ema: Option<ParamStore>,
+    /// The noise the model should predict (B, C, H, W).
+    pub target: TensorView,
+    loss: TensorView,
+    norm: TensorView,
+    dispatches: Vec<Dispatch>,
+    /// Indices into `dispatches` whose parameters change every step.
+    adamw_at: Vec<usize>,
+    ema_at: Vec<usize>,
+    pub act_grad_bytes: u64,
+}
+
+/// Assigns gradient buffers by liveness: buffers of equal size are reused
+/// once the gradient they held has been consumed.
+struct GradAlloc<'a> {
+    gpu: &'a Gpu,
+    free: HashMap<usize, Vec<TensorView>>,
+    bytes: u64,
+}
+
+impl GradAlloc<'_> {
+    fn take(&mut self, len: usize) -> TensorView {
+        if let Some(v) = self.free.get_mut(&len).and_then(|l| l.pop()) {
+            return v;
+        }
+        self.bytes += len as u64 * 4;
+        TensorView::whole(self.gpu.storage_buffer("activation gradient", len as u64 * 4))
+    }
+
+    fn give(&mut self, v: TensorView) {
+        self.free.entry(v.len).or_default().push(v);
+    }
+}
+
+impl TrainPlan {
+    /// `weights` are the starting parameters; `ema` the EMA's, if one is kept.
+    pub fn new(gpu: Arc<Gpu>, graph: &Graph, config: &UNetConfig, batch: u32, weights: &[Vec<f32>], ema: Option<&[Vec<f32>]>) -> Result<TrainPlan> {
+        if config.dropout != 0.0 {
+            bail!("training with dropout {} is not supported (Petal trains with dropout 0)", config.dropout);
+        }
+        let params = ParamStore::new(&gpu, graph, "parameters");
+        params.upload(&gpu, weights);
+        let grads = ParamStore::new(&gpu, graph, "gradients");
+        let m = ParamStore::new(&gpu, graph, "adam m");
+        let v = ParamStore::new(&gpu, graph, "adam v");
+        let ema = ema.map(|w| {
+            let s = ParamStore::new(&gpu, graph, "ema");
+            s.upload(&gpu, w);
+            s
+        });
+        let forward = ForwardPlan::build(&gpu, graph, config, &params, batch, true)?;
+        let out = forward.output().clone();
+        let target = TensorView::whole(gpu.storage_buffer("target noise", out.bytes()));
+        let loss_partials = TensorView::whole(gpu.storage_buffer("loss partials", optim::mse_loss_partials(out.len) as u64 * 4));
+        let loss = TensorView::whole(gpu.storage_buffer("loss", 16));
+        let norm = TensorView::whole(gpu.storage_buffer("grad norm", 16));
+
+        let mut dispatches = forward.dispatches.clone();
+        // The loss and its gradient, which seeds the backward pass.
+        let mut alloc = GradAlloc { gpu: &gpu, free: HashMap::new(), bytes: 0 };
+        let mut act_grads: Vec<Option<TensorView>> = vec![None; graph.tensors.len()];
+        let dout = alloc.take(out.len);
+        dispatches.push(optim::mse_loss(&gpu, &dout, &loss_partials, &out, &target)?);
+        dispatches.push(optim::reduce_mean(&gpu, &loss, &loss_partials, optim::mse_loss_partials(out.len), out.len as f32)?);
+        act_grads[graph.output] = Some(dout);
+
+        // Which tensors need gradients: everything but the inputs.
+        let no_grad: HashSet<Tid> = [graph.sample, graph.t_sin].into();
+        let mut written: HashSet<(Tid, u32)> = HashSet::new();
+        let scratch = Scratch::new(&gpu, graph, batch);
+        for op in graph.ops.iter().rev() {
+            // Gradients born here: inputs seen for the first time in reverse.
+            for (t, _) in op.inputs() {
+                if !no_grad.contains(&t) && act_grads[t].is_none() {
+                    act_grads[t] = Some(alloc.take(forward.views[t].len));
+                }
+            }
+            let y = op.output();
+            let dy = act_grads[y].clone().with_context(|| format!("no gradient reaches {}", graph.tensors[y].name))?;
+            let mut acc = |t: Tid, off: u32| !written.insert((t, off));
+            let ctx = BackCtx { gpu: &gpu, graph, fwd: &forward, params: &params, grads: &grads, act_grads: &act_grads, batch, no_grad: &no_grad, scratch: &scratch };
+            let ds = op_backward(&ctx, op, &dy, &mut acc)
+                .with_context(|| format!("recording the backward of {}", crate::model::plan::op_label(graph, op)))?;
+            dispatches.extend(ds);
+            // The output's gradient is consumed: its buffer can be reused.
+            alloc.give(act_grads[y].take().unwrap());
+        }
+
+        // Global gradient norm and clipping factor, then AdamW and EMA per slab.
+        let slabs = grads.arena.slabs();
+        let total_partials: usize = slabs.iter().map(|s| optim::sum_squares_partials(s.len)).sum();
+        let norm_partials = TensorView::whole(gpu.storage_buffer("norm partials", total_partials.max(1) as u64 * 4));
+        let mut at = 0;
+        for s in &slabs {
+            dispatches.push(optim::sum_squares(&gpu, &norm_partials, at, s)?);
+            at += optim::sum_squares_partials(s.len);
+        }
+        dispatches.push(optim::grad_norm_clip(&gpu, &norm, &norm_partials, total_partials, 1.0)?);
+        let (ps, ms, vs) = (params.arena.slabs(), m.arena.slabs(), v.arena.slabs());
+        let mut adamw_at = Vec::new();
+        for i in 0..slabs.len() {
+            adamw_at.push(dispatches.len());
+            dispatches.push(optim::adamw(&gpu, &ps[i], &ms[i], &vs[i], &slabs[i], &norm)?);
+        }
+        let mut ema_at = Vec::new();
+        if let Some(e) = &ema {
+            for (es, p) in e.arena.slabs().iter().zip(&ps) {
+                ema_at.push(dispatches.len());
+                dispatches.push(optim::ema(&gpu, es, p)?);
+            }
+        }
+        Ok(TrainPlan {
+            act_grad_bytes: alloc.bytes,
+            gpu,
+            batch,
+            forward,
+            params,
+            grads,
+            m,
+            v,
+            ema,
+            target,
+            loss,
+            norm,
+            dispatches,
+            adamw_at,
+            ema_at,
+        })
+    }
+
+    /// Runs one training step: the batch's noisy images, the noise they hold
+    /// and their timesteps in, loss and gradient norm out.
+    pub fn step(&self, noisy: &[f32], noise: &[f32], timesteps: &[f32], s: &StepSettings) -> Result<StepStats> {
+        let gpu = &self.gpu;
+        gpu.write_f32(self.forward.sample(), noisy);
+        gpu.write_f32(&self.target, noise);
+        self.forward.set_timesteps(gpu, timesteps);
+        // The clipping threshold lives in the reduce dispatch's parameters.
+        let norm_dispatch = &self.dispatches[self.adamw_at[0] - 1];
+        optim::set_grad_norm_clip(gpu, norm_dispatch, total_partials(&self.grads), s.max_grad_norm);
+        for (&i, slab) in self.adamw_at.iter().zip(self.params.arena.slabs()) {
+            optim::set_params(gpu, &self.dispatches[i], &s.adamw.step_params(s.lr, s.step, slab.len));
+        }
+        for (&i, slab) in self.ema_at.iter().zip(self.params.arena.slabs()) {
+            let p = optim::EmaParams { n: slab.len as u32, _pad: [0; 2], one_minus_decay: (1.0 - s.ema_decay) as f32 };
+            optim::set_params(gpu, &self.dispatches[i], &p);
+        }
+        let refs: Vec<&Dispatch> = self.dispatches.iter().collect();
+        gpu.run(&refs);
+        let v = gpu.read_many(&[&self.loss, &self.norm])?;
+        Ok(StepStats { loss: v[0][0], grad_norm: v[1][0] })
+    }
+
+    /// Bytes of GPU memory the plan holds: parameters, gradients, moments,
+    /// EMA, activations and their gradients.
+    pub fn memory_bytes(&self) -> u64 {
+        let p = self.params.arena.bytes();
+        p * (4 + self.ema.is_some() as u64) + self.forward.activation_bytes() + self.act_grad_bytes
+    }
+}
+
+fn total_partials(grads: &ParamStore) -> usize {
+    grads.arena.slabs().iter().map(|s| optim::sum_squares_partials(s.len)).sum()
+}
+
+/// Scratch buffers shared by backward kernels (they run one after another).
+struct Scratch {
+    group_norm: TensorView,
+    conv_weight: TensorView,
+}
+
+impl Scratch {
+    fn new(gpu: &Gpu, graph: &Graph, batch: u32) -> Scratch {
+        let (mut gn, mut cw) = (1, 1);
+        for op in &graph.ops {
+            match op {
+                Op::GroupNorm { channels, .. } => gn = gn.max(kernels::group_norm_backward_scratch_len(batch, *channels)),
+                Op::Conv2d { shape, .. } => {
+                    cw = cw.max(kernels::conv2d_backward_weight_scratch_len(gpu, &Conv2dShape { batch, ..*shape }))
+                }
+                _ => {}
+            }
+        }
+        let buf = |label, n: usize| TensorView::whole(gpu.storage_buffer(label, n as u64 * 4));
+        Scratch { group_norm: buf("group norm scratch", gn), conv_weight: buf("conv weight-gradient scratch", cw) }
+    }
+}
+
+struct BackCtx<'a> {
+    gpu: &'a Gpu,
+    graph: &'a Graph,
+    fwd: &'a ForwardPlan,
+    params: &'a ParamStore,
+    grads: &'a ParamStore,
+    act_grads: &'a [Option<TensorView>],
+    batch: u32,
+    no_grad: &'a HashSet<Tid>,
+    scratch: &'a Scratch,
+}
+
+impl BackCtx<'_> {
+    fn grad(&self, t: Tid) -> Option<&TensorView> {
+        if self.no_grad.contains(&t) { None } else { self.act_grads[t].as_ref() }
+    }
+}
+
+/// The dispatches of one op's backward. `acc(t, offset)` says whether a
+/// contribution to that gradient region accumulates (true) or writes.
+fn op_backward(c: &BackCtx, op: &Op, dy: &TensorView, acc: &mut dyn FnMut(Tid, u32) -> bool) -> Result<Vec<Dispatch>> {
+    let (gpu, t, p, g, batch) = (c.gpu, &c.fwd.views, c.params, c.grads, c.batch);
+    let mut out = Vec::new();
+    match op {
+        Op::Linear { x, w, b, in_features, out_features, silu_input, .. } => {
+            let dx = c.grad(*x);
+            let accumulate = dx.is_some() && acc(*x, 0);
+            out.extend(kernels::linear_backward(
+                gpu, "linear_backward", dx, &g.span(w), &g.span(b), dy, &t[*x], &p.span(w),
+                batch, *in_features, *out_features, *silu_input, accumulate,
+            )?);
+        }
+        Op::Conv2d { x, w, b, shape, temb, residual, out_div, .. } => {
+            let s = Conv2dShape { batch, ..*shape };
+            let dtemb = match temb {
+                Some((tt, stride, off)) => {
+                    let a = acc(*tt, *off);
+                    if a {
+                        bail!("a time-embedding slice has two readers");
+                    }
+                    Some((c.grad(*tt).context("time embedding gradient")?, *stride, *off))
+                }
+                None => None,
+            };
+            out.push(kernels::conv2d_backward_bias(gpu, "conv_backward_bias", &g.span(b), dtemb, dy, &s, *out_div)?);
+            if let Some(r) = residual {
+                if let Some(dr) = c.grad(*r) {
+                    let a = acc(*r, 0);
+                    out.push(kernels::scale_add(gpu, "residual_backward", dr, dy, 1.0 / *out_div, a)?);
+                }
+            }
+            let scratch = (kernels::conv2d_backward_weight_scratch_len(gpu, &s) > 0).then_some(&c.scratch.conv_weight);
+            out.extend(kernels::conv2d_backward_weight(gpu, "conv_backward_weight", &g.span(w), scratch, dy, &t[*x], &s, *out_div)?);
+            if let Some(dx) = c.grad(*x) {
+                let a = acc(*x, 0);
+                out.push(kernels::conv2d_backward_input(gpu, "conv_backward_input", dx, dy, &p.span(w), &s, *out_div, a)?);
+            }
+        }
+        Op::GroupNorm { stats, x, gamma, beta, channels, hw, groups, silu, .. } => {
+            let dx = c.grad(*x).context("group norm input gradient")?;
+            let a = acc(*x, 0);
+            out.extend(kernels::group_norm_backward(
+                gpu, "group_norm_backward", dx, &g.views[*gamma], &g.views[*beta], &c.scratch.group_norm, dy, &t[*x],
+                &t[*stats], &p.views[*gamma], &p.views[*beta], batch, *channels, *hw, *groups, *silu, a,
+            )?);
+        }
+        Op::Matmul { a, b, desc, .. } => {
+            let d = MatmulDesc { outer: batch, ..*desc };
+            let transpose = |o: &Operand| Operand { row_stride: o.col_stride, col_stride: o.row_stride, ..*o };
+            // dA (m, k) = alpha dC B^T
+            if let Some(da) = c.grad(*a) {
+                let accumulate = acc(*a, desc.a.offset);
+                let dd = MatmulDesc { m: d.m, n: d.k, k: d.n, a: d.c, b: transpose(&d.b), c: d.a, accumulate, ..d };
+                out.push(kernels::matmul(gpu, "matmul_backward_a", da, dy, &t[*b], &dd)?);
+            }
+            // dB (k, n) = alpha A^T dC
+            if let Some(db) = c.grad(*b) {
+                let accumulate = acc(*b, desc.b.offset);
+                let dd = MatmulDesc { m: d.k, n: d.n, k: d.m, a: transpose(&d.a), b: d.c, c: d.b, accumulate, ..d };
+                out.push(kernels::matmul(gpu, "matmul_backward_b", db, &t[*a], dy, &dd)?);
+            }
+        }
+        Op::Softmax { y, x, rows, n } => {
+            let dx = c.grad(*x).context("softmax input gradient")?;
+            if acc(*x, 0) {
+                bail!("softmax scores have two readers");
+            }
+            out.push(kernels::softmax_backward(gpu, "softmax_backward", dx, dy, &t[*y], rows * batch, *n)?);
+        }
+        Op::Concat { a, b, ca, cb, hw, .. } => {
+            let total = ca + cb;
+            for (src, ch, off) in [(*a, *ca, 0), (*b, *cb, *ca)] {
+                if let Some(d) = c.grad(src) {
+                    let accumulate = acc(src, 0);
+                    let (dst_slice, src_slice) = (ChannelSlice { total: ch, offset: 0 }, ChannelSlice { total, offset: off });
+                    out.push(kernels::copy_channel_slice(gpu, "concat_backward", d, dst_slice, dy, src_slice, batch, ch, *hw, accumulate)?);
+                }
+            }
+        }
+    }
+    let _ = c.graph;
+    Ok(out)
+}
