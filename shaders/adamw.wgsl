@@ -5,6 +5,7 @@
 //   m = lerp(m, g, 1 - beta1);  v = v * beta2 + (1 - beta2) g^2
 //   p = p - step_size * m / (sqrt(v) / sqrt(bias_correction2) + eps)
 // param, m and v are updated in place; grad is read.
+// petal:trusted (indices stay in bounds for sizes its Rust wrapper checks; loops are finite)
 
 struct Params {
     n: u32, _pad0: u32, _pad1: u32, _pad2: u32,

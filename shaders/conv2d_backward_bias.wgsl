@@ -4,6 +4,7 @@
 // (the second only when has_temb = 1: the forward epilogue's time-embedding
 // add). One workgroup per output channel; its 64 invocations split the images
 // and, when there are fewer than 64 images, the pixels of each image too.
+// petal:trusted (indices stay in bounds for sizes its Rust wrapper checks; loops are finite)
 
 struct Params {
     batch: u32, cout: u32, hw: u32, has_temb: u32,

@@ -9,6 +9,7 @@
 // upsampled input, MODE 2 stride 2 (z of the dispatch = phase pair).
 // Each invocation keeps TM input channels x TN consecutive dx sub-pixels of a
 // row in registers and loads its own weights.
+// petal:trusted (indices stay in bounds for sizes its Rust wrapper checks; loops are finite)
 
 struct Params {
     batch: u32, cin: u32, h: u32, w: u32,

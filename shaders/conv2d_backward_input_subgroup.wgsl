@@ -21,6 +21,7 @@
 // subgroup of 8 lanes; each lane keeps TM input channels x TN consecutive dx
 // sub-pixels of a row; per output channel the TM x T x T effective weights are
 // loaded TM/8 per lane and handed to the others with subgroupBroadcast.
+// petal:trusted (indices stay in bounds for sizes its Rust wrapper checks; loops are finite)
 
 // Needs wgpu::Features::SUBGROUP. No `enable subgroups;`: this naga rejects
 // the directive and takes the subgroup builtins without it.

@@ -9,6 +9,7 @@
 // copy of dw in `out` (dw itself when there is one chunk), summed afterwards
 // by sum_rows. Each invocation keeps TM output channels x K x K taps of one
 // input channel in registers.
+// petal:trusted (indices stay in bounds for sizes its Rust wrapper checks; loops are finite)
 
 struct Params {
     batch: u32, cin: u32, h: u32, w: u32,

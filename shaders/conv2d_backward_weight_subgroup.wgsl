@@ -18,6 +18,7 @@
 // l loads dy of pixel l for the TM channels and hands it to the others with
 // subgroupBroadcast; each lane loads its own input rows once and reuses every
 // value for all the taps that read it.
+// petal:trusted (indices stay in bounds for sizes its Rust wrapper checks; loops are finite)
 
 // Needs wgpu::Features::SUBGROUP. No `enable subgroups;`: this naga rejects
 // the directive and takes the subgroup builtins without it.

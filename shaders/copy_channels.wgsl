@@ -5,6 +5,7 @@
 // of the UNet's skip connections (torch.cat(dim=1)); backward: splitting the
 // concatenation's gradient into its inputs' gradients.
 // One invocation per copied element.
+// petal:trusted (indices stay in bounds for sizes its Rust wrapper checks; loops are finite)
 
 struct Params {
     batch: u32, channels: u32, hw: u32, src_channels: u32,

@@ -6,6 +6,7 @@
 //   x0     = clamp(x0, -clip_range, clip_range) when clip = 1
 //   x_prev = c_x0 * x0 + c_xt * x_t + sigma * noise
 // x is x_t on entry and x_{t-1} on exit; pred_x0 receives x0 (the preview).
+// petal:trusted (indices stay in bounds for sizes its Rust wrapper checks; loops are finite)
 
 struct Params {
     n: u32, prediction: u32, clip: u32, _pad0: u32,

@@ -1,5 +1,6 @@
 // ema: the exponential moving average of the weights, as diffusers' EMAModel
 // steps it: ema = ema - (1 - decay) * (ema - param). ema is updated in place.
+// petal:trusted (indices stay in bounds for sizes its Rust wrapper checks; loops are finite)
 
 struct Params {
     n: u32, _pad0: u32, _pad1: u32, one_minus_decay: f32,

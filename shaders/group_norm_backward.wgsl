@@ -12,6 +12,7 @@
 // inside; lavapipe turns workgroup memory and barriers into slow loops). A
 // workgroup holds whole groups (WG is a multiple of C/G), so the group means
 // come from workgroup memory after one barrier.
+// petal:trusted (indices stay in bounds for sizes its Rust wrapper checks; loops are finite)
 
 struct Params {
     batch: u32, channels: u32, hw: u32, groups: u32,

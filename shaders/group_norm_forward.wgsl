@@ -4,6 +4,7 @@
 // stats (B, G, 2) receives (mean, rstd) for the backward pass.
 // One workgroup per (image, group); two passes over the group (mean, then
 // the variance around it) for accuracy. y and stats are written (=).
+// petal:trusted (indices stay in bounds for sizes its Rust wrapper checks; loops are finite)
 
 struct Params {
     batch: u32, channels: u32, hw: u32, groups: u32,

@@ -4,6 +4,7 @@
 // written (=), or accumulated (+=) when accumulate = 1. A GEMM with a long
 // reduction over the outputs (all time_emb_projs stacked: thousands). Each
 // invocation keeps TB images x TI inputs in registers.
+// petal:trusted (indices stay in bounds for sizes its Rust wrapper checks; loops are finite)
 
 struct Params {
     batch: u32, in_features: u32, out_features: u32, silu_input: u32,

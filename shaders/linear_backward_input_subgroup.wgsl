@@ -11,6 +11,7 @@
 // weights. (Lavapipe pays per loaded value, so each one feeds TB or TI sums.)
 // Needs wgpu::Features::SUBGROUP (no `enable subgroups;`, which this naga
 // rejects).
+// petal:trusted (indices stay in bounds for sizes its Rust wrapper checks; loops are finite)
 
 struct Params {
     batch: u32, in_features: u32, out_features: u32, silu_input: u32,

@@ -5,6 +5,7 @@
 // A GEMM with a short reduction (the batch). Each invocation keeps a block of
 // TO outputs x TI inputs in registers; the invocations of the first input
 // block also sum db from the dy values they load anyway.
+// petal:trusted (indices stay in bounds for sizes its Rust wrapper checks; loops are finite)
 
 struct Params {
     batch: u32, in_features: u32, out_features: u32, silu_input: u32,

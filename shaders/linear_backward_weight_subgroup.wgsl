@@ -10,6 +10,7 @@
 // subgroupBroadcast; it also keeps their db sums, which the workgroups of the
 // first input block write. Needs wgpu::Features::SUBGROUP (no
 // `enable subgroups;`, which this naga rejects).
+// petal:trusted (indices stay in bounds for sizes its Rust wrapper checks; loops are finite)
 
 struct Params {
     batch: u32, in_features: u32, out_features: u32, silu_input: u32,

@@ -3,6 +3,7 @@
 // ResnetBlock2D's time_emb_proj take silu(temb)) and identity otherwise.
 // x is (B, in), w (out, in) as torch.nn.Linear stores it, y (B, out).
 // One invocation per output; y is written (=).
+// petal:trusted (indices stay in bounds for sizes its Rust wrapper checks; loops are finite)
 
 struct Params {
     batch: u32, in_features: u32, out_features: u32, silu_input: u32,

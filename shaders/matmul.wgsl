@@ -3,6 +3,7 @@
 // A[z](m, k) = a[a_off + outer*a_so + inner*a_si + m*a_sm + k*a_sk], where
 // z = outer*inner_count + inner (image and head), likewise B(k, n) and C(m, n).
 // Each invocation computes a 4x4 block of C.
+// petal:trusted (indices stay in bounds for sizes its Rust wrapper checks; loops are finite)
 
 struct Params {
     m: u32, n: u32, k: u32, inner_count: u32,

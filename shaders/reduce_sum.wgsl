@@ -4,6 +4,7 @@
 //                       out[1] = min(1, max_norm / (norm + 1e-6)), the factor
 //                       torch.nn.utils.clip_grad_norm_ scales gradients by
 //                       (1 when max_norm <= 0: no clipping).
+// petal:trusted (indices stay in bounds for sizes its Rust wrapper checks; loops are finite)
 
 struct Params {
     n: u32, mode: u32, divisor: f32, max_norm: f32,

@@ -2,6 +2,7 @@
 // when accumulate = 1. The residual gradient of the conv epilogue
 // (d residual = dy / out_div) and any other scaled gradient copy.
 // One invocation per element.
+// petal:trusted (indices stay in bounds for sizes its Rust wrapper checks; loops are finite)
 
 struct Params {
     n: u32, accumulate: u32, scale: f32, _pad0: u32,

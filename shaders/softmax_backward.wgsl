@@ -1,6 +1,7 @@
 // softmax_backward: for y = softmax of each row of x (rows, n),
 //   dx[r, j] = y[r, j] * (dy[r, j] - sum_k dy[r, k] * y[r, k]).
 // dx, dy and y are (rows, n); dx is written (=). One invocation per row.
+// petal:trusted (indices stay in bounds for sizes its Rust wrapper checks; loops are finite)
 
 struct Params {
     rows: u32, n: u32, _pad0: u32, _pad1: u32,

@@ -2,6 +2,7 @@
 // with the row maximum subtracted (torch's softmax; diffusers upcasts the
 // attention softmax to f32, which we always are). One invocation per row;
 // y is written (=) and kept for the backward pass.
+// petal:trusted (indices stay in bounds for sizes its Rust wrapper checks; loops are finite)
 
 struct Params {
     rows: u32, n: u32, _pad0: u32, _pad1: u32,

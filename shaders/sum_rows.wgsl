@@ -2,6 +2,7 @@
 // for i < n: the second pass of a reduction done in partial sums (conv
 // weight-gradient chunks, group-norm per-image channel sums). out is (n),
 // written (=). One invocation per output.
+// petal:trusted (indices stay in bounds for sizes its Rust wrapper checks; loops are finite)
 
 struct Params {
     rows: u32, n: u32, row_stride: u32, offset: u32,

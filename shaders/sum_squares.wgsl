@@ -1,6 +1,7 @@
 // sum_squares: partials[offset + g] (=) = sum of x^2 over the g-th chunk of
 // x (n), one workgroup per chunk of CHUNK values. The global gradient norm
 // is the root of the sum of all partials (reduce_sum).
+// petal:trusted (indices stay in bounds for sizes its Rust wrapper checks; loops are finite)
 
 struct Params {
     n: u32, offset: u32, _pad0: u32, _pad1: u32,
@@ -33,7 +34,8 @@ fn main(@builtin(local_invocation_index) lid: u32, @builtin(workgroup_id) wid: v
         }
         workgroupBarrier();
     }
-    if (lid == 0u) {
+    // A 2-D grid may round the group count up: only groups with data write.
+    if (lid == 0u && start < p.n) {
         partials[p.offset + group] = acc[0];
     }
 }

@@ -52,14 +52,14 @@ struct BenchArgs {
     #[arg(long, default_value = "cifar10-32")]
     config: String,
     /// Batch sizes for one forward pass (comma-separated; empty for none).
-    #[arg(long, default_value = "1,16", value_delimiter = ',')]
-    forward_batches: Vec<u32>,
-    /// Batch sizes for a whole sampling loop.
-    #[arg(long, default_value = "1,16", value_delimiter = ',')]
-    sample_batches: Vec<u32>,
-    /// Batch sizes for one training step.
-    #[arg(long, value_delimiter = ',')]
-    train_batches: Vec<u32>,
+    #[arg(long, default_value = "1,16")]
+    forward_batches: String,
+    /// Batch sizes for a whole sampling loop (comma-separated; empty for none).
+    #[arg(long, default_value = "1,16")]
+    sample_batches: String,
+    /// Batch sizes for one training step (comma-separated; empty for none).
+    #[arg(long, default_value = "")]
+    train_batches: String,
     #[arg(long, default_value_t = 50)]
     steps: u32,
     #[arg(long, default_value_t = 3)]
@@ -471,6 +471,18 @@ fn train(gpu_args: &GpuArgs, a: TrainArgs) -> Result<()> {
     Ok(())
 }
 
+/// "1,16" -> [1, 16]; "" -> [].
+fn batches(list: &str) -> Result<Vec<u32>> {
+    list.split(',')
+        .map(str::trim)
+        .filter(|s| !s.is_empty())
+        .map(|s| match s.parse::<u32>() {
+            Ok(b) if b > 0 => Ok(b),
+            _ => bail!("{s:?} is not a batch size"),
+        })
+        .collect()
+}
+
 fn bench_cmd(gpu_args: &GpuArgs, a: BenchArgs) -> Result<()> {
     let config = match petal::model::UNetConfig::builtin(&a.config) {
         Some(c) => c,
@@ -481,9 +493,9 @@ fn bench_cmd(gpu_args: &GpuArgs, a: BenchArgs) -> Result<()> {
     let opts = bench::BenchOptions {
         config,
         config_name: a.config.clone(),
-        forward_batches: a.forward_batches.into_iter().filter(|&b| b > 0).collect(),
-        sample_batches: a.sample_batches.into_iter().filter(|&b| b > 0).collect(),
-        train_batches: a.train_batches.into_iter().filter(|&b| b > 0).collect(),
+        forward_batches: batches(&a.forward_batches)?,
+        sample_batches: batches(&a.sample_batches)?,
+        train_batches: batches(&a.train_batches)?,
         steps: a.steps,
         repeats: a.repeats,
         profile: a.profile,

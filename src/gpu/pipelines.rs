@@ -44,10 +44,20 @@ impl PipelineCache {
         // Shader compilation errors are bugs in Petal, but report them as
         // errors (with the WGSL) rather than aborting the process.
         let scope = device.push_error_scope(wgpu::ErrorFilter::Validation);
-        let module = device.create_shader_module(wgpu::ShaderModuleDescriptor {
+        let desc = wgpu::ShaderModuleDescriptor {
             label: Some(&label),
             source: wgpu::ShaderSource::Wgsl(source.clone().into()),
-        });
+        };
+        let module = if trusted(&source) {
+            // SAFETY: a shader marked `petal:trusted` keeps every index in
+            // bounds (clamped, or guarded by sizes its Rust wrapper checks)
+            // and every loop finite; its kernel tests run it with the same
+            // compilation. naga's own bounds checks and loop bounding cost
+            // 2-4x on lavapipe because they stop the driver unrolling.
+            unsafe { device.create_shader_module_trusted(desc, wgpu::ShaderRuntimeChecks::unchecked()) }
+        } else {
+            device.create_shader_module(desc)
+        };
         let pipeline = device.create_compute_pipeline(&wgpu::ComputePipelineDescriptor {
             label: Some(&label),
             layout: None,
@@ -71,6 +81,13 @@ impl PipelineCache {
     pub fn is_empty(&self) -> bool {
         self.len() == 0
     }
+}
+
+/// Whether a shader is compiled without naga's runtime checks: it says
+/// `// petal:trusted` and PETAL_SHADER_CHECKS is not set (set it to debug a
+/// kernel with every access checked).
+fn trusted(source: &str) -> bool {
+    source.contains("// petal:trusted") && std::env::var_os("PETAL_SHADER_CHECKS").is_none()
 }
 
 /// One recorded kernel launch: pipeline, bind group and grid, created once
