@@ -2,14 +2,22 @@
 //! google/ddpm-cifar10-32 and prints GFLOP/s, the generic kernel first as the
 //! baseline.
 //!
-//!     cargo bench --bench conv [-- FILTER] [--variants generic,cpu,gpu]
-//!                               [--batch 1,16] [--runs 5] [--ms 300]
+//!     cargo bench --bench conv [-- FILTER] [--variants generic,cpu,gpu,sg4x1x16x16,...]
+//!                               [--batch 1,16] [--runs 5] [--ms 300] [--cpu-time]
 //!
-//! FILTER keeps shapes whose name contains it. Each timed run is one
-//! submission of N back-to-back dispatches of the same convolution (N sized
-//! from a warm-up so that a run takes about --ms), followed by `gpu.wait()`;
-//! the median of --runs runs is reported. On a 2-core machine the numbers move
-//! with other load: check `uptime` and repeat.
+//! Variants (default generic,cpu): `generic` (the fallback kernel), `cpu` and
+//! `gpu` (what each kernel family picks for the shape), or an explicit kernel
+//! (`Conv2dKernel::parse`: `tiled`, `sgTMxNBxPHxPW`). FILTER keeps shapes whose
+//! name contains it; names give the input size, so `16x16 256->256 k3up`
+//! writes 32x32. Each timed run is one submission of N back-to-back dispatches
+//! of the same convolution (N sized from a warm-up so that a run takes about
+//! --ms), followed by `gpu.wait()`; the median of --runs runs is reported.
+//!
+//! On a software adapter the numbers move with other load on the machine
+//! (check `uptime`). `--cpu-time` divides by the CPU time this process used
+//! (all threads, from /proc/self/task/*/schedstat on Linux) over the number of
+//! cores instead of by wall time: about what the kernel does on an idle
+//! machine, and much steadier while someone else is compiling.
 
 use petal::gpu::{Gpu, GpuOptions, TensorView};
 use petal::kernels::conv2d::{Conv2dKernel, conv2d_forward_with, kernel_for};
@@ -26,15 +34,17 @@ struct Args {
     batches: Vec<u32>,
     runs: usize,
     ms: f64,
+    cpu_time: bool,
 }
 
 fn parse_args() -> Args {
     let mut a = Args {
         filter: None,
-        variants: vec!["generic".into(), "cpu".into(), "gpu".into()],
+        variants: vec!["generic".into(), "cpu".into()],
         batches: vec![1, 16],
         runs: 5,
         ms: 300.0,
+        cpu_time: false,
     };
     let mut it = std::env::args().skip(1);
     while let Some(arg) = it.next() {
@@ -45,6 +55,7 @@ fn parse_args() -> Args {
             "--batch" => a.batches = val(&arg).split(',').map(|v| v.parse().expect("--batch")).collect(),
             "--runs" => a.runs = val(&arg).parse().expect("--runs"),
             "--ms" => a.ms = val(&arg).parse().expect("--ms"),
+            "--cpu-time" => a.cpu_time = true,
             s if s.starts_with("--") => panic!("unknown option {s}"),
             s => a.filter = Some(s.to_string()),
         }
@@ -98,7 +109,14 @@ fn main() -> anyhow::Result<()> {
     if let Ok(l) = std::fs::read_to_string("/proc/loadavg") {
         println!("load average: {}", l.trim());
     }
+    let cores = std::thread::available_parallelism().map_or(1.0, |n| n.get() as f64);
+    if args.cpu_time {
+        println!("timing: CPU time / {cores} cores");
+    }
     let mut totals: BTreeMap<(u32, String), f64> = BTreeMap::new();
+    // Building a dispatch compiles its pipeline the first time a shader
+    // variant is seen (the unrolled CPU-family kernels take seconds).
+    let mut builds: BTreeMap<String, f64> = BTreeMap::new();
     for &batch in &args.batches {
         println!("\nbatch {batch}: GFLOP/s (median of {} runs); calls = uses per UNet forward", args.runs);
         print!("{:<26} {:>5} {:>8}", "shape", "calls", "MFLOP");
@@ -129,14 +147,27 @@ fn main() -> anyhow::Result<()> {
             };
             let flop = 2.0 * s.macs() as f64;
             print!("{name:<26} {calls:>5} {:>8.1}", flop / 1e6);
+            let mut picked = Vec::new();
             let mut reference: Option<Vec<f32>> = None;
             for vname in &args.variants {
                 let Some(k) = variant(vname, &gpu, &s) else {
                     print!(" {:>12}", "-");
                     continue;
                 };
-                let d = conv2d_forward_with(&gpu, k, "bench", &y, &x, &w, &s, &epi)?;
-                // Warm-up (pipeline build, first touch), and a check that the
+                if vname == "cpu" || vname == "gpu" {
+                    picked.push(format!("{vname}={}", k.name()));
+                }
+                let t_build = Instant::now();
+                let d = match conv2d_forward_with(&gpu, k, "bench", &y, &x, &w, &s, &epi) {
+                    Ok(d) => d,
+                    Err(e) => {
+                        eprintln!("{}: {e:#}", k.name());
+                        print!(" {:>12}", "error");
+                        continue;
+                    }
+                };
+                *builds.entry(vname.clone()).or_default() += t_build.elapsed().as_secs_f64();
+                // Warm-up (first touch), and a check that the
                 // variants agree.
                 gpu.run(&[&d]);
                 let out = gpu.read_f32(&y)?;
@@ -150,31 +181,53 @@ fn main() -> anyhow::Result<()> {
                         r.iter().zip(&out).all(|(a, b)| (a - b).abs() <= 1e-4 * scale.max(1.0))
                     }
                 };
-                let t0 = Instant::now();
+                let (t0, c0) = (Instant::now(), cpu_seconds());
                 gpu.run(&[&d]);
                 gpu.wait()?;
                 let one = t0.elapsed().as_secs_f64();
+                let one_cpu = (cpu_seconds() - c0) / cores;
                 let n = ((args.ms / 1e3 / one.max(1e-6)) as usize).clamp(1, 2000);
                 let list: Vec<_> = std::iter::repeat_n(&d, n).collect();
-                let mut times = Vec::new();
-                for _ in 0..args.runs {
-                    let t0 = Instant::now();
+                // A variant slower than 2 --ms per dispatch (the generic
+                // kernel at batch 16) gets one more run, not --runs.
+                let slow = one > 2.0 * args.ms / 1e3;
+                let mut times = if slow { vec![if args.cpu_time { one_cpu } else { one }] } else { Vec::new() };
+                for _ in 0..if slow { 1 } else { args.runs } {
+                    let (t0, c0) = (Instant::now(), cpu_seconds());
                     gpu.run(&list);
                     gpu.wait()?;
-                    times.push(t0.elapsed().as_secs_f64() / n as f64);
+                    let t = if args.cpu_time { (cpu_seconds() - c0) / cores } else { t0.elapsed().as_secs_f64() };
+                    times.push(t / n as f64);
                 }
                 times.sort_by(|a, b| a.partial_cmp(b).unwrap());
-                let t = times[times.len() / 2];
+                let t = if slow { times[0] } else { times[times.len() / 2] };
                 *totals.entry((batch, vname.clone())).or_default() += t * calls as f64;
                 print!(" {:>11.1}{}", flop / t / 1e9, if agree { " " } else { "!" });
             }
-            println!();
+            println!("  {}", picked.join(" "));
         }
     }
     println!("\nconvolution time per UNet forward (sum over the shapes run, x calls), ms:");
     for ((batch, v), t) in &totals {
         println!("  batch {batch:>2} {v:>12}: {:>9.2}", t * 1e3);
     }
+    println!("building the dispatches (pipeline compiles included), s:");
+    for (v, t) in &builds {
+        println!("  {v:>12}: {t:>7.1}");
+    }
     println!("(a '!' marks a variant whose output differs from the first variant's)");
     Ok(())
+}
+
+/// CPU seconds used so far by all threads of this process (the software
+/// adapter's worker threads included); 0 where /proc is not available.
+fn cpu_seconds() -> f64 {
+    let Ok(dir) = std::fs::read_dir("/proc/self/task") else { return 0.0 };
+    let mut ns = 0u64;
+    for e in dir.flatten() {
+        if let Ok(s) = std::fs::read_to_string(e.path().join("schedstat")) {
+            ns += s.split_whitespace().next().and_then(|v| v.parse().ok()).unwrap_or(0);
+        }
+    }
+    ns as f64 * 1e-9
 }

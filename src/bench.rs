@@ -42,9 +42,9 @@ fn time<F: FnMut() -> Result<()>>(repeats: usize, mut f: F) -> Result<(f64, f64)
 
 /// Seconds per op kind in one forward pass, each dispatch submitted and
 /// waited for on its own (so the sum exceeds a real pass).
-fn profile(gpu: &Gpu, plan: &ForwardPlan) -> Result<BTreeMap<String, f64>> {
+fn profile(gpu: &Gpu, dispatches: &[Dispatch]) -> Result<BTreeMap<String, f64>> {
     let mut by_kind: BTreeMap<String, f64> = BTreeMap::new();
-    for d in &plan.dispatches {
+    for d in dispatches {
         let one: [&Dispatch; 1] = [d];
         gpu.run(&one);
         gpu.wait()?;
@@ -76,7 +76,7 @@ pub fn run(gpu: Arc<Gpu>, o: &BenchOptions) -> Result<serde_json::Value> {
         eprintln!("forward batch {b}: {med:.4} s (min {min:.4})");
         out[format!("forward_b{b}_s")] = med.into();
         if o.profile {
-            let p = profile(&gpu, &plan)?;
+            let p = profile(&gpu, &plan.dispatches)?;
             for (k, v) in &p {
                 eprintln!("  {k:>24}: {v:.4} s");
             }
@@ -117,6 +117,13 @@ pub fn run(gpu: Arc<Gpu>, o: &BenchOptions) -> Result<serde_json::Value> {
         eprintln!("train step batch {b}: {med:.3} s (min {min:.3}); GPU memory {mib:.0} MiB");
         out[format!("train_b{b}_s")] = med.into();
         out[format!("train_b{b}_gpu_mib")] = mib.into();
+        if o.profile {
+            let p = profile(&gpu, plan.dispatches())?;
+            for (k, v) in &p {
+                eprintln!("{k:>40}: {v:.4} s");
+            }
+            out[format!("train_b{b}_profile_s")] = serde_json::to_value(p)?;
+        }
     }
     Ok(out)
 }

@@ -18,9 +18,11 @@ macro_rules! shaders {
 shaders!(
     "conv2d_forward",
     "conv2d_forward_subgroup",
+    "conv2d_forward_tiled",
     "group_norm_forward",
     "linear_forward",
     "matmul",
+    "matmul_subgroup",
     "softmax_forward",
     "copy_channels",
     "ddpm_step",

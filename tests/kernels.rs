@@ -42,6 +42,47 @@ fn conv_case(gpu: &Gpu, s: Conv2dShape, bias: bool, temb: bool, residual: bool, 
     assert_close(&format!("conv {s:?} ({:?})", gpu.family), &got, &want, 1e-4, 1e-5);
 }
 
+/// conv_case with an explicit kernel variant (to reach every edge of a tiling).
+#[allow(clippy::too_many_arguments)]
+fn conv_case_with(
+    gpu: &Gpu,
+    kernel: kernels::conv2d::Conv2dKernel,
+    s: Conv2dShape,
+    bias: bool,
+    temb: bool,
+    residual: bool,
+    out_div: f32,
+    seed: u64,
+) {
+    let x = randn(seed, s.in_len(), 1.0);
+    let w = randn(seed + 1, s.weight_len(), 0.3);
+    let b = randn(seed + 2, s.cout as usize, 0.5);
+    let temb_stride = s.cout + 5;
+    let t = randn(seed + 3, (s.batch * temb_stride) as usize, 0.5);
+    let r = randn(seed + 4, s.out_len(), 1.0);
+    let (xv, wv, bv, tv, rv) = (upload(gpu, &x), upload(gpu, &w), upload(gpu, &b), upload(gpu, &t), upload(gpu, &r));
+    let y = zeros(gpu, s.out_len());
+    let epi = Conv2dEpilogue {
+        bias: bias.then_some(&bv),
+        temb: temb.then_some((&tv, temb_stride, 3)),
+        residual: residual.then_some(&rv),
+        out_div,
+    };
+    let d = kernels::conv2d::conv2d_forward_with(gpu, kernel, "conv", &y, &xv, &wv, &s, &epi).unwrap();
+    run(gpu, &[&d]);
+    let got = gpu.read_f32(&y).unwrap();
+    let want = reference::conv2d(
+        &x,
+        &w,
+        bias.then_some(&b[..]),
+        temb.then_some((&t[..], temb_stride as usize, 3)),
+        residual.then_some(&r[..]),
+        out_div,
+        &s,
+    );
+    assert_close(&format!("conv {s:?} ({})", kernel.name()), &got, &want, 1e-4, 1e-5);
+}
+
 #[test]
 fn conv2d_forward_matches_reference() {
     for family in FAMILIES {
@@ -69,6 +110,73 @@ fn conv2d_forward_matches_reference() {
         conv_case(g, s, true, false, false, 1.0, 7);
         // No bias at all.
         conv_case(g, Conv2dShape::same(1, 4, 4, 4, 3, 3), false, false, false, 1.0, 8);
+        // The UNet's own kinds of convolution, small: cout not a multiple of
+        // the channel tile, pixels not a multiple of the pixel tile, batch > 1.
+        conv_case(g, Conv2dShape::same(3, 24, 12, 20, 40, 3), true, true, true, 2.0, 9);
+        conv_case(g, Conv2dShape::same(17, 8, 4, 4, 12, 3), true, true, true, 1.0, 10);
+        conv_case(g, Conv2dShape::same(2, 40, 6, 6, 70, 1), true, false, true, 1.0, 11);
+        conv_case(g, Conv2dShape::same(1, 3, 9, 9, 16, 3), true, false, false, 1.0, 12);
+        conv_case(g, Conv2dShape::same(2, 16, 9, 7, 3, 3), true, false, false, 1.0, 13);
+        for (i, pad) in [[0, 0, 1, 1], [1, 1, 1, 1]].into_iter().enumerate() {
+            let mut s = Conv2dShape::same(3, 10, 10, 14, 9, 3);
+            s.stride = 2;
+            s.pad = pad;
+            conv_case(g, s, true, false, false, 1.0, 14 + i as u64);
+        }
+        let mut s = Conv2dShape::same(3, 9, 5, 7, 11, 3);
+        s.upsample = true;
+        conv_case(g, s, true, true, true, 1.0, 16);
+    }
+}
+
+/// Every edge of the CPU-family (subgroup) kernel's block, on explicit blocks:
+/// channels per lane not dividing cout, blocks overhanging the image on the
+/// right and bottom, several images per block with the last block partly past
+/// the batch, 1x1, stride 2 with both paddings, upsampling with odd sizes.
+#[test]
+fn conv2d_forward_subgroup_blocks_match_reference() {
+    use kernels::conv2d::{Conv2dKernel, SubgroupTile};
+    let gpu = gpu(petal::gpu::KernelFamily::Cpu);
+    if !gpu.has_subgroups() || gpu.info.subgroup_min_size != 8 || gpu.info.subgroup_max_size != 8 {
+        eprintln!("skipped: the subgroup kernel needs subgroups of 8 lanes");
+        return;
+    }
+    let g = &*gpu;
+    let tile = |tm, nb, ph, pw| Conv2dKernel::Subgroup(SubgroupTile { tm, nb, ph, pw });
+    let mut n = 100;
+    let mut case = |k: Conv2dKernel, s: Conv2dShape| {
+        n += 5;
+        conv_case_with(g, k, s, true, true, true, 1.5, n);
+    };
+    let same = Conv2dShape::same;
+    let strided = |s: Conv2dShape, pad: [u32; 4]| Conv2dShape { stride: 2, pad, ..s };
+    let upsampled = |s: Conv2dShape| Conv2dShape { upsample: true, ..s };
+    for k in [tile(1, 1, 4, 4), tile(2, 1, 3, 5), tile(3, 2, 2, 4), tile(2, 3, 4, 2)] {
+        case(k, same(1, 5, 7, 9, 13, 3));
+        case(k, same(4, 6, 4, 4, 17, 3));
+        case(k, same(5, 7, 5, 3, 8, 1));
+        case(k, strided(same(3, 4, 9, 10, 9, 3), [0, 0, 1, 1]));
+        case(k, strided(same(3, 4, 8, 7, 9, 3), [1, 1, 1, 1]));
+    }
+    for k in [tile(1, 1, 4, 4), tile(2, 1, 2, 6), tile(1, 3, 4, 2)] {
+        case(k, upsampled(same(2, 5, 3, 5, 10, 3)));
+        case(k, upsampled(same(4, 3, 2, 2, 9, 3)));
+    }
+    // The blocks the CPU family picks for the UNet's shapes (shrunk in cin).
+    for &(b, cin, hw, cout, k, up, down) in &[
+        (1u32, 6u32, 32u32, 10u32, 3u32, false, false),
+        (2, 5, 16, 24, 3, false, false),
+        (3, 4, 8, 20, 3, true, false),
+        (16, 3, 4, 12, 3, false, false),
+        (2, 6, 16, 9, 1, false, false),
+        (2, 4, 32, 8, 3, false, true),
+    ] {
+        let mut s = same(b, cin, hw, hw, cout, k);
+        s.upsample = up;
+        if down {
+            s = strided(s, [0, 0, 1, 1]);
+        }
+        case(Conv2dKernel::Subgroup(kernels::conv2d::subgroup_tile_for(&s)), s);
     }
 }
 
@@ -128,36 +236,66 @@ fn linear_forward_matches_reference() {
     }
 }
 
+fn matmul_case(gpu: &Gpu, kernel: Option<kernels::matmul::MatmulKernel>, (outer, inner, m, n, k): (u32, u32, u32, u32, u32), accumulate: bool, seed: u64) {
+    // Attention-shaped: images x heads, A transposed, C interleaved by head.
+    let a_len = (outer * inner * m * k + 5) as usize;
+    let b_len = (outer * inner * k * n) as usize;
+    let c_len = (outer * inner * m * n) as usize;
+    let d = MatmulDesc {
+        m,
+        n,
+        k,
+        outer,
+        inner,
+        a: Operand { offset: 5, outer_stride: inner * m * k, inner_stride: m * k, row_stride: 1, col_stride: m },
+        b: Operand { offset: 0, outer_stride: inner * k * n, inner_stride: k * n, row_stride: n, col_stride: 1 },
+        c: Operand { offset: 0, outer_stride: inner * m * n, inner_stride: 1, row_stride: inner * n, col_stride: inner },
+        alpha: 0.7,
+        accumulate,
+    };
+    let a = randn(seed, a_len, 1.0);
+    let b = randn(seed + 1, b_len, 1.0);
+    let c0 = randn(seed + 2, c_len, 1.0);
+    let cv = upload(gpu, &c0);
+    let (av, bv) = (upload(gpu, &a), upload(gpu, &b));
+    let disp = match kernel {
+        Some(kern) => kernels::matmul::matmul_with(gpu, kern, "mm", &cv, &av, &bv, &d),
+        None => kernels::matmul(gpu, "mm", &cv, &av, &bv, &d),
+    }
+    .unwrap();
+    run(gpu, &[&disp]);
+    let mut want = if accumulate { c0.clone() } else { vec![0.0; c_len] };
+    reference::matmul(&mut want, &a, &b, &d);
+    let what = format!("matmul {:?} {:?}", kernel.unwrap_or(kernels::matmul::kernel_for(gpu, &d)), (outer, inner, m, n, k));
+    assert_close(&what, &gpu.read_f32(&cv).unwrap(), &want, 1e-4, 1e-5);
+}
+
 #[test]
 fn matmul_matches_reference_with_strides_and_accumulation() {
     for family in FAMILIES {
         let gpu = gpu(family);
-        // Attention-shaped: 2 images x 3 heads, A transposed, C accumulated.
-        let (outer, inner, m, n, k) = (2u32, 3u32, 13u32, 9u32, 7u32);
-        let a_len = (outer * inner * m * k + 5) as usize;
-        let b_len = (outer * inner * k * n) as usize;
-        let c_len = (outer * inner * m * n) as usize;
-        let d = MatmulDesc {
-            m,
-            n,
-            k,
-            outer,
-            inner,
-            a: Operand { offset: 5, outer_stride: inner * m * k, inner_stride: m * k, row_stride: 1, col_stride: m },
-            b: Operand { offset: 0, outer_stride: inner * k * n, inner_stride: k * n, row_stride: n, col_stride: 1 },
-            c: Operand { offset: 0, outer_stride: inner * m * n, inner_stride: 1, row_stride: inner * n, col_stride: inner },
-            alpha: 0.7,
-            accumulate: true,
-        };
-        let a = randn(40, a_len, 1.0);
-        let b = randn(41, b_len, 1.0);
-        let c0 = randn(42, c_len, 1.0);
-        let cv = upload(&gpu, &c0);
-        let disp = kernels::matmul(&gpu, "mm", &cv, &upload(&gpu, &a), &upload(&gpu, &b), &d).unwrap();
-        run(&gpu, &[&disp]);
-        let mut want = c0.clone();
-        reference::matmul(&mut want, &a, &b, &d);
-        assert_close("matmul", &gpu.read_f32(&cv).unwrap(), &want, 1e-4, 1e-5);
+        matmul_case(&gpu, None, (2, 3, 13, 9, 7), true, 40);
+        matmul_case(&gpu, None, (1, 1, 40, 37, 21), false, 43);
+        matmul_case(&gpu, None, (3, 1, 4, 3, 2), true, 46);
+    }
+}
+
+/// Every edge of the subgroup kernel's block: rows and columns not filling
+/// it, k not a multiple of 8, k < 8, each block size it picks.
+#[test]
+fn matmul_subgroup_blocks_match_reference() {
+    use kernels::matmul::MatmulKernel;
+    let gpu = gpu(petal::gpu::KernelFamily::Cpu);
+    if !gpu.has_subgroups() || gpu.info.subgroup_min_size != 8 || gpu.info.subgroup_max_size != 8 {
+        eprintln!("skipped: the subgroup kernel needs subgroups of 8 lanes");
+        return;
+    }
+    let mut seed = 100;
+    for (tm, tn) in [(4, 1), (8, 2), (16, 4), (16, 1)] {
+        for shape in [(2, 3, 13, 9, 7), (1, 2, 33, 70, 19), (2, 1, 16, 32, 64), (1, 1, 3, 5, 1)] {
+            seed += 3;
+            matmul_case(&gpu, Some(MatmulKernel::Subgroup { tm, tn }), shape, seed % 2 == 0, seed);
+        }
     }
 }
 

@@ -199,6 +199,12 @@ impl TrainPlan {
 
     /// Bytes of GPU memory the plan holds: parameters, gradients, moments,
     /// EMA, activations and their gradients.
+    /// Every dispatch of one step, in order (for per-kernel profiling; the
+    /// optimizer's parameters are whatever the last `step` wrote).
+    pub fn dispatches(&self) -> &[Dispatch] {
+        &self.dispatches
+    }
+
     pub fn memory_bytes(&self) -> u64 {
         let p = self.params.arena.bytes();
         p * (4 + self.ema.is_some() as u64) + self.forward.activation_bytes() + self.act_grad_bytes

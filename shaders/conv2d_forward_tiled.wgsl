@@ -1,0 +1,143 @@
+// conv2d_forward, GPU-family variant for hardware GPUs. The same op and
+// epilogue as conv2d_forward.wgsl: y = (conv(x, w) + bias + temb + residual)
+// / out_div, x read through zero padding, stride and optional nearest 2x
+// upsampling, w (cout, cin, k, k) in torch's layout, y written (=).
+//
+// Classic workgroup-memory tiled implicit GEMM: M = cout, N = batch*ho*wo,
+// K = cin*k*k. A workgroup of 16 x 16 invocations computes a BM x BN = 64 x 64
+// tile of y; per K step of BK = 16 it stages 64 x 16 weights and the 16 x 64
+// im2col block of x (gathered on the fly, nothing materialised) in workgroup
+// memory, then each invocation accumulates 4 channels x 4 pixels in
+// registers. Pixels are strided by 16 within the tile (n = tx + 16 j) so that
+// neighbouring invocations load and store neighbouring pixels (coalesced).
+// Portable WGSL: no subgroups, 8 KiB of workgroup memory.
+
+struct Params {
+    batch: u32, cin: u32, h: u32, w: u32,
+    cout: u32, ho: u32, wo: u32, ksize: u32,
+    stride: u32, pad_top: u32, pad_left: u32, upsample: u32,
+    temb_stride: u32, temb_offset: u32, flags: u32, out_div: f32,
+}
+
+const HAS_BIAS: u32 = 1u;
+const HAS_TEMB: u32 = 2u;
+const HAS_RESIDUAL: u32 = 4u;
+
+const K: u32 = {{K}}u;  // kernel size (a constant so that k -> (ci, ky, kx) divides by constants)
+const KK: u32 = K * K;
+const BM: u32 = 64u;
+const BN: u32 = 64u;
+const BK: u32 = 16u;
+
+@group(0) @binding(0) var<uniform> p: Params;
+@group(0) @binding(1) var<storage, read> x: array<f32>;
+@group(0) @binding(2) var<storage, read> wt: array<f32>;
+@group(0) @binding(3) var<storage, read> bias: array<f32>;
+@group(0) @binding(4) var<storage, read> temb: array<f32>;
+@group(0) @binding(5) var<storage, read> residual: array<f32>;
+@group(0) @binding(6) var<storage, read_write> y: array<f32>;
+
+// As[k][m / 4]: weights, transposed so that an invocation reads its 4
+// channels as one vec4. Bs[k][n]: the im2col block.
+var<workgroup> As: array<vec4<f32>, 256>; // BK * BM / 4
+var<workgroup> Bs: array<f32, 1024>;      // BK * BN
+
+@compute @workgroup_size(16, 16)
+fn main(
+    @builtin(workgroup_id) wid: vec3<u32>,
+    @builtin(local_invocation_id) lid: vec3<u32>,
+    @builtin(local_invocation_index) t: u32,
+) {
+    let hw = p.ho * p.wo;
+    let n_total = p.batch * hw;
+    let k_total = p.cin * KK;
+    let n0 = wid.x * BN;
+    let co0 = wid.y * BM;
+    let up = p.upsample;
+    let hin = i32(p.h << up);
+    let win = i32(p.w << up);
+    let plane = p.h * p.w;
+
+    // The pixel this invocation gathers for Bs (column t % 64, rows
+    // t / 64 + 4 r), fixed for the whole K loop.
+    let bn = t % BN;
+    let n_load = n0 + bn;
+    let n_ok = n_load < n_total;
+    let nl = min(n_load, n_total - 1u);
+    let b_load = nl / hw;
+    let pix = nl % hw;
+    let iy0 = i32((pix / p.wo) * p.stride) - i32(p.pad_top);
+    let ix0 = i32((pix % p.wo) * p.stride) - i32(p.pad_left);
+    let xbase = b_load * p.cin * plane;
+
+    // The weights this invocation loads for As: channel co0 + t / 4, four
+    // consecutive k.
+    let am = t / 4u;
+    let ak = (t % 4u) * 4u;
+    let a_co = co0 + am;
+
+    var acc: array<vec4<f32>, 4>;
+    for (var j = 0u; j < 4u; j++) {
+        acc[j] = vec4<f32>(0.0);
+    }
+    for (var k0 = 0u; k0 < k_total; k0 += BK) {
+        var av: array<f32, 4>;
+        for (var c = 0u; c < 4u; c++) {
+            let k = k0 + ak + c;
+            let ok = a_co < p.cout && k < k_total;
+            av[c] = select(0.0, wt[min(a_co, p.cout - 1u) * k_total + min(k, k_total - 1u)], ok);
+        }
+        for (var c = 0u; c < 4u; c++) {
+            // As[k][m] with m = am: component am % 4 of vec4 am / 4.
+            As[(ak + c) * (BM / 4u) + am / 4u][am % 4u] = av[c];
+        }
+        for (var r = 0u; r < 4u; r++) {
+            let kr = t / BN + 4u * r;
+            let k = k0 + kr;
+            let ci = k / KK;
+            let tap = k % KK;
+            let iy = iy0 + i32(tap / K);
+            let ix = ix0 + i32(tap % K);
+            let inside = n_ok && k < k_total && iy >= 0 && ix >= 0 && iy < hin && ix < win;
+            let sy = u32(clamp(iy, 0, hin - 1)) >> up;
+            let sx = u32(clamp(ix, 0, win - 1)) >> up;
+            let idx = xbase + min(ci, p.cin - 1u) * plane + sy * p.w + sx;
+            Bs[kr * BN + bn] = select(0.0, x[idx], inside);
+        }
+        workgroupBarrier();
+        for (var kk = 0u; kk < BK; kk++) {
+            let a = As[kk * (BM / 4u) + lid.y];
+            for (var j = 0u; j < 4u; j++) {
+                acc[j] += a * Bs[kk * BN + lid.x + 16u * j];
+            }
+        }
+        workgroupBarrier();
+    }
+
+    for (var j = 0u; j < 4u; j++) {
+        let n = n0 + lid.x + 16u * j;
+        if (n >= n_total) {
+            continue;
+        }
+        let b = n / hw;
+        let pn = n % hw;
+        for (var i = 0u; i < 4u; i++) {
+            let co = co0 + lid.y * 4u + i;
+            if (co >= p.cout) {
+                continue;
+            }
+            var v = acc[j][i];
+            if ((p.flags & HAS_BIAS) != 0u) {
+                v += bias[co];
+            }
+            if ((p.flags & HAS_TEMB) != 0u) {
+                v += temb[b * p.temb_stride + p.temb_offset + co];
+            }
+            let o = (b * p.cout + co) * hw + pn;
+            if ((p.flags & HAS_RESIDUAL) != 0u) {
+                v += residual[o];
+            }
+            y[o] = v / p.out_div;
+        }
+    }
+}
