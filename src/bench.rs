@@ -20,6 +20,8 @@ pub struct BenchOptions {
     pub train_batches: Vec<u32>,
     pub steps: u32,
     pub repeats: usize,
+    /// Timed runs of each sampling loop (after a 1-step warm-up loop).
+    pub sample_repeats: usize,
     pub profile: bool,
 }
 
@@ -85,13 +87,21 @@ pub fn run(gpu: Arc<Gpu>, o: &BenchOptions) -> Result<serde_json::Value> {
     }
     let sched = SchedulerConfig::default();
     for &b in &o.sample_batches {
-        let mut sampler = Sampler::new(&unet, &sched, b, o.steps)?;
         let n = per_image * b as usize;
-        let (med, min) = time(o.repeats.min(2), || {
-            let mut rng = Rng::new(2);
-            let x = rng.normal_vec(n);
-            sampler.run(&gpu, &x, false, |_, _| rng.normal_vec(n), |_, _| Flow::Continue).map(|_| ())
-        })?;
+        let mut rng = Rng::new(2);
+        let x = rng.normal_vec(n);
+        // Warm-up as PyTorch's bench does it: one step at this batch size
+        // (pipelines, first touch of buffers), not a whole loop.
+        Sampler::new(&unet, &sched, b, 1)?.run(&gpu, &x, false, |_, _| rng.normal_vec(n), |_, _| Flow::Continue)?;
+        let mut sampler = Sampler::new(&unet, &sched, b, o.steps)?;
+        let mut times = Vec::new();
+        for _ in 0..o.sample_repeats.max(1) {
+            let t = Instant::now();
+            sampler.run(&gpu, &x, false, |_, _| rng.normal_vec(n), |_, _| Flow::Continue)?;
+            times.push(t.elapsed().as_secs_f64());
+        }
+        let min = times.iter().cloned().fold(f64::INFINITY, f64::min);
+        let med = median(times);
         eprintln!("sample {} steps batch {b}: {med:.3} s (min {min:.3})", o.steps);
         out[format!("sample{}_b{b}_s", o.steps)] = med.into();
     }

@@ -62,9 +62,13 @@ struct BenchArgs {
     train_batches: String,
     #[arg(long, default_value_t = 50)]
     steps: u32,
+    /// Timed runs of each forward pass and training step (after a warm-up).
     #[arg(long, default_value_t = 3)]
     repeats: usize,
-    /// Also time each op kind of the forward pass.
+    /// Timed runs of each sampling loop (after a 1-step warm-up).
+    #[arg(long, default_value_t = 2)]
+    sample_repeats: usize,
+    /// Also time each op kind of the forward pass and training step.
     #[arg(long)]
     profile: bool,
     /// Write the figures as JSON here (they are printed either way).
@@ -437,30 +441,40 @@ fn train(gpu_args: &GpuArgs, a: TrainArgs) -> Result<()> {
     bar.set_style(
         indicatif::ProgressStyle::with_template("{bar:30} {pos}/{len} {msg} [{elapsed_precise}<{eta_precise}]").expect("template"),
     );
+    // Steps/s counts only this process's steps (a resumed run starts past 0).
+    let mut first_step = 0u64;
+    // Without a terminal the bar is hidden: print a line now and then instead.
+    let mut last_line = std::time::Instant::now();
     let summary = petal::train::train(gpu, &opts, |ev| {
         match ev {
             TrainEvent::Started { images, skipped, total_steps, steps_per_epoch, resumed_from, parameters, gpu_bytes } => {
                 for (p, why) in skipped {
-                    bar.println(format!("warning: skipped {}: {why}", p.display()));
+                    say(&bar, format!("warning: skipped {}: {why}", p.display()));
                 }
-                bar.println(format!(
+                say(&bar, format!(
                     "{images} images, {steps_per_epoch} steps per epoch, {total_steps} steps; {:.2}M parameters; {:.0} MiB on the GPU",
                     parameters as f64 / 1e6,
                     gpu_bytes as f64 / (1 << 20) as f64
                 ));
                 if let Some(s) = resumed_from {
-                    bar.println(format!("resuming from step {s}"));
+                    say(&bar, format!("resuming from step {s}"));
                 }
                 bar.set_length(total_steps);
-                bar.set_position(resumed_from.unwrap_or(0));
+                first_step = resumed_from.unwrap_or(0);
+                bar.set_position(first_step);
             }
             TrainEvent::Step(s) => {
                 bar.set_position(s.step);
-                let rate = s.step as f64 / s.seconds.max(1e-9);
-                bar.set_message(format!("epoch {} loss {:.4} lr {:.2e} {:.2} steps/s", s.epoch, s.loss, s.lr, rate));
+                let rate = s.step.saturating_sub(first_step) as f64 / s.seconds.max(1e-9);
+                let msg = format!("epoch {} loss {:.4} lr {:.2e} {:.2} steps/s", s.epoch, s.loss, s.lr, rate);
+                if bar.is_hidden() && (last_line.elapsed().as_secs() >= 30 || s.step == bar.length().unwrap_or(0)) {
+                    eprintln!("step {}/{}: {msg}", s.step, bar.length().unwrap_or(0));
+                    last_line = std::time::Instant::now();
+                }
+                bar.set_message(msg);
             }
-            TrainEvent::Checkpoint(p) => bar.println(format!("saved {}", p.display())),
-            TrainEvent::Samples(p) => bar.println(format!("samples {}", p.display())),
+            TrainEvent::Checkpoint(p) => say(&bar, format!("saved {}", p.display())),
+            TrainEvent::Samples(p) => say(&bar, format!("samples {}", p.display())),
         }
         Flow::Continue
     })?;
@@ -469,6 +483,16 @@ fn train(gpu_args: &GpuArgs, a: TrainArgs) -> Result<()> {
         eprintln!("done: {} steps; last checkpoint {}", summary.steps_done, p.display());
     }
     Ok(())
+}
+
+/// A line above the progress bar, or on stderr when the bar is hidden (no
+/// terminal), so that logs keep it.
+fn say(bar: &indicatif::ProgressBar, line: String) {
+    if bar.is_hidden() {
+        eprintln!("{line}");
+    } else {
+        bar.println(line);
+    }
 }
 
 /// "1,16" -> [1, 16]; "" -> [].
@@ -498,6 +522,7 @@ fn bench_cmd(gpu_args: &GpuArgs, a: BenchArgs) -> Result<()> {
         train_batches: batches(&a.train_batches)?,
         steps: a.steps,
         repeats: a.repeats,
+        sample_repeats: a.sample_repeats,
         profile: a.profile,
     };
     let figures = bench::run(gpu, &opts)?;

@@ -20,6 +20,7 @@ shaders!(
     "conv2d_forward_subgroup",
     "conv2d_forward_tiled",
     "group_norm_forward",
+    "group_norm_forward_subgroup",
     "linear_forward",
     "matmul",
     "matmul_subgroup",

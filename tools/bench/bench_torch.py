@@ -241,6 +241,7 @@ def main():
     ap.add_argument("--steps", type=int, default=50, help="sampling steps (default 50)")
     ap.add_argument("--train-batches", default="16,64")
     ap.add_argument("--repeats", type=int, default=3, help="timed runs per measurement")
+    ap.add_argument("--sample-repeats", type=int, default=0, help="timed runs per sampling loop (0: --repeats)")
     ap.add_argument("--threads", type=int, default=len(os.sched_getaffinity(0)),
                     help="torch.set_num_threads (default: all usable cores)")
     ap.add_argument("--seed", type=int, default=0, help="weight init seed")
@@ -297,7 +298,7 @@ def main():
     if "sample" in only:
         result["sample"] = []
         for b in batches(args.sample_batches):
-            r = bench_sample(unet, scheduler, b, args.steps, args.repeats)
+            r = bench_sample(unet, scheduler, b, args.steps, args.sample_repeats or args.repeats)
             log(f"sample   batch {b:4d} x {args.steps} steps: median {r['median_s']:.3f} s  "
                 f"min {r['min_s']:.3f} s")
             result["sample"].append(r)

@@ -55,19 +55,21 @@ def main():
     ap.add_argument("--train-batches", default="")
     ap.add_argument("--steps", type=int, default=50)
     ap.add_argument("--repeats", type=int, default=3)
+    ap.add_argument("--sample-repeats", type=int, default=2, help="timed runs of each sampling loop")
     ap.add_argument("--out", help="write both JSON results and the table here (a folder)")
     a = ap.parse_args()
 
     only = [m for m, b in (("forward", a.forward_batches), ("sample", a.sample_batches), ("train", a.train_batches)) if b]
     petal_cmd = [a.petal, "bench", "--config", a.config, "--forward-batches", a.forward_batches,
                  "--sample-batches", a.sample_batches, "--train-batches", a.train_batches,
-                 "--steps", str(a.steps), "--repeats", str(a.repeats)]
+                 "--steps", str(a.steps), "--repeats", str(a.repeats), "--sample-repeats", str(a.sample_repeats)]
     print("$ " + " ".join(petal_cmd), file=sys.stderr)
     petal = json.loads(subprocess.run(petal_cmd, check=True, stdout=subprocess.PIPE).stdout)
 
     torch_cmd = [sys.executable, os.path.join(HERE, "bench_torch.py"), "--only", ",".join(only),
                  "--forward-batches", a.forward_batches or "1", "--sample-batches", a.sample_batches or "1",
-                 "--train-batches", a.train_batches or "1", "--steps", str(a.steps), "--repeats", str(a.repeats)]
+                 "--train-batches", a.train_batches or "1", "--steps", str(a.steps), "--repeats", str(a.repeats),
+                 "--sample-repeats", str(a.sample_repeats)]
     cfg = petal_config_json(a.config)
     if cfg:
         torch_cmd += ["--config", cfg]
