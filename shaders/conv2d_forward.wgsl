@@ -11,6 +11,7 @@
 // Generic variant: each invocation computes TM output channels x 4
 // consecutive output pixels of one image, accumulating in registers.
 // y is written (=), never accumulated.
+// petal:trusted (indices are clamped or guarded by sizes its Rust wrapper checks; loops are finite)
 
 struct Params {
     batch: u32, cin: u32, h: u32, w: u32,

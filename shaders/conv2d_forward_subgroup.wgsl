@@ -31,6 +31,7 @@
 // Subgroup builtins are used without `enable subgroups;`: naga 30 rejects the
 // directive (gfx-rs/wgpu#5555) and accepts the builtins when the device has
 // the SUBGROUP feature.
+// petal:trusted (indices are clamped or guarded by sizes its Rust wrapper checks; loops are finite)
 
 struct Params {
     batch: u32, cin: u32, h: u32, w: u32,

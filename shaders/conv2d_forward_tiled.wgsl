@@ -11,6 +11,7 @@
 // registers. Pixels are strided by 16 within the tile (n = tx + 16 j) so that
 // neighbouring invocations load and store neighbouring pixels (coalesced).
 // Portable WGSL: no subgroups, 8 KiB of workgroup memory.
+// petal:trusted (indices are clamped or guarded by sizes its Rust wrapper checks; loops are finite)
 
 struct Params {
     batch: u32, cin: u32, h: u32, w: u32,

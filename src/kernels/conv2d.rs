@@ -265,6 +265,15 @@ pub fn conv2d_forward_with(
     if let Some(r) = epi.residual {
         ensure!(r.len == y.len, "{label}: residual does not match the output");
     }
+    if let Some(b) = epi.bias {
+        ensure!(b.len >= s.cout as usize, "{label}: bias has {} values for {} channels", b.len, s.cout);
+    }
+    if let Some((t, stride, offset)) = epi.temb {
+        // The kernels read temb[b * stride + offset + co] for every image b
+        // and channel co (they run without runtime bounds checks).
+        let end = (s.batch as usize - 1) * stride as usize + offset as usize + s.cout as usize;
+        ensure!(s.batch > 0 && t.len >= end, "{label}: time embedding has {} values, the epilogue reads {end}", t.len);
+    }
     let flags = epi.bias.is_some() as u32
         | (epi.temb.is_some() as u32) << 1
         | (epi.residual.is_some() as u32) << 2;
