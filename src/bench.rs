@@ -107,6 +107,13 @@ pub fn run(gpu: Arc<Gpu>, o: &BenchOptions) -> Result<serde_json::Value> {
     }
     for &b in &o.train_batches {
         let plan = TrainPlan::new(gpu.clone(), &graph, &o.config, b, &weights, Some(&weights))?;
+        if o.repeats == 0 {
+            // --repeats 0: the plan's memory only, no timing.
+            let mib = plan.memory_bytes() as f64 / (1u64 << 20) as f64;
+            eprintln!("train step batch {b}: GPU memory {mib:.0} MiB (not timed)");
+            out[format!("train_b{b}_gpu_mib")] = mib.into();
+            continue;
+        }
         let n = per_image * b as usize;
         let mut rng = Rng::new(3);
         let (x, noise) = (rng.normal_vec(n), rng.normal_vec(n));

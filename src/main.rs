@@ -62,7 +62,8 @@ struct BenchArgs {
     train_batches: String,
     #[arg(long, default_value_t = 50)]
     steps: u32,
-    /// Timed runs of each forward pass and training step (after a warm-up).
+    /// Timed runs of each forward pass and training step (after a warm-up);
+    /// 0 reports the training plan's memory without timing it.
     #[arg(long, default_value_t = 3)]
     repeats: usize,
     /// Timed runs of each sampling loop (after a 1-step warm-up).

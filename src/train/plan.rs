@@ -54,6 +54,7 @@ pub struct TrainPlan {
     adamw_at: Vec<usize>,
     ema_at: Vec<usize>,
     pub act_grad_bytes: u64,
+    other_bytes: u64,
 }
 
 /// Assigns gradient buffers by liveness: buffers of equal size are reused
@@ -155,8 +156,16 @@ impl TrainPlan {
                 dispatches.push(optim::ema(&gpu, es, p)?);
             }
         }
+        // Everything else this plan allocated: the target, loss and norm
+        // buffers, the shared scratch, one small uniform per dispatch.
+        let other_bytes = [&target, &loss_partials, &loss, &norm, &norm_partials, &scratch.group_norm, &scratch.conv_weight]
+            .iter()
+            .map(|v| v.bytes())
+            .sum::<u64>()
+            + dispatches.len() as u64 * 256;
         Ok(TrainPlan {
             act_grad_bytes: alloc.bytes,
+            other_bytes,
             gpu,
             batch,
             forward,
@@ -205,9 +214,13 @@ impl TrainPlan {
         &self.dispatches
     }
 
+    /// Bytes of GPU buffers this plan holds: parameters, gradients, AdamW's
+    /// two moments, the EMA, activations (with the forward plan's inputs),
+    /// activation gradients, scratch, loss and uniforms. (Uniform buffers are
+    /// counted at a generous 256 bytes each.)
     pub fn memory_bytes(&self) -> u64 {
         let p = self.params.arena.bytes();
-        p * (4 + self.ema.is_some() as u64) + self.forward.activation_bytes() + self.act_grad_bytes
+        p * (4 + self.ema.is_some() as u64) + self.forward.activation_bytes() + self.act_grad_bytes + self.other_bytes
     }
 }
 
