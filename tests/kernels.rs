@@ -12,34 +12,10 @@ fn run(gpu: &Gpu, d: &[&Dispatch]) {
     gpu.run(d);
 }
 
+/// A convolution with the kernel the adapter's family picks for its shape.
 fn conv_case(gpu: &Gpu, s: Conv2dShape, bias: bool, temb: bool, residual: bool, out_div: f32, seed: u64) {
-    let x = randn(seed, s.in_len(), 1.0);
-    let w = randn(seed + 1, s.weight_len(), 0.3);
-    let b = randn(seed + 2, s.cout as usize, 0.5);
-    let temb_stride = s.cout + 5;
-    let t = randn(seed + 3, (s.batch * temb_stride) as usize, 0.5);
-    let r = randn(seed + 4, s.out_len(), 1.0);
-    let (xv, wv, bv, tv, rv) = (upload(gpu, &x), upload(gpu, &w), upload(gpu, &b), upload(gpu, &t), upload(gpu, &r));
-    let y = zeros(gpu, s.out_len());
-    let epi = Conv2dEpilogue {
-        bias: bias.then_some(&bv),
-        temb: temb.then_some((&tv, temb_stride, 3)),
-        residual: residual.then_some(&rv),
-        out_div,
-    };
-    let d = kernels::conv2d_forward(gpu, "conv", &y, &xv, &wv, &s, &epi).unwrap();
-    run(gpu, &[&d]);
-    let got = gpu.read_f32(&y).unwrap();
-    let want = reference::conv2d(
-        &x,
-        &w,
-        bias.then_some(&b[..]),
-        temb.then_some((&t[..], temb_stride as usize, 3)),
-        residual.then_some(&r[..]),
-        out_div,
-        &s,
-    );
-    assert_close(&format!("conv {s:?} ({:?})", gpu.family), &got, &want, 1e-4, 1e-5);
+    let kernel = kernels::conv2d::kernel_for(gpu, gpu.family, &s);
+    conv_case_with(gpu, kernel, s, bias, temb, residual, out_div, seed);
 }
 
 /// conv_case with an explicit kernel variant (to reach every edge of a tiling).
@@ -137,7 +113,7 @@ fn conv2d_forward_matches_reference() {
 fn conv2d_forward_subgroup_blocks_match_reference() {
     use kernels::conv2d::{Conv2dKernel, SubgroupTile};
     let gpu = gpu(petal::gpu::KernelFamily::Cpu);
-    if !gpu.has_subgroups() || gpu.info.subgroup_min_size != 8 || gpu.info.subgroup_max_size != 8 {
+    if !kernels::subgroups_of_8(&gpu) {
         eprintln!("skipped: the subgroup kernel needs subgroups of 8 lanes");
         return;
     }
@@ -286,7 +262,7 @@ fn matmul_matches_reference_with_strides_and_accumulation() {
 fn matmul_subgroup_blocks_match_reference() {
     use kernels::matmul::MatmulKernel;
     let gpu = gpu(petal::gpu::KernelFamily::Cpu);
-    if !gpu.has_subgroups() || gpu.info.subgroup_min_size != 8 || gpu.info.subgroup_max_size != 8 {
+    if !kernels::subgroups_of_8(&gpu) {
         eprintln!("skipped: the subgroup kernel needs subgroups of 8 lanes");
         return;
     }

@@ -569,7 +569,7 @@ fn bench_conv_backward() {
     if std::env::var("PETAL_BENCH_GENERIC").map_or(true, |v| v != "0") {
         kernels_run.push(Conv2dBackwardKernel::Generic);
     }
-    if conv2d_backward::subgroup_kernels_fit(&gpu) {
+    if petal::kernels::subgroups_of_8(&gpu) {
         kernels_run.push(Conv2dBackwardKernel::Subgroup);
     }
     println!("batch {batch}, GFLOP/s (best of 3), dx and dw per kernel {kernels_run:?}");

@@ -167,16 +167,11 @@ impl Conv2dKernel {
     }
 }
 
-/// Whether the subgroup kernel can run on this adapter: it hands values
-/// across exactly 8 lanes, one subgroup per workgroup.
-fn subgroup_kernel_fits(gpu: &Gpu) -> bool {
-    gpu.has_subgroups() && gpu.info.subgroup_min_size == 8 && gpu.info.subgroup_max_size == 8
-}
 
 /// The fastest kernel of `family` for `s` on this adapter.
 pub fn kernel_for(gpu: &Gpu, family: KernelFamily, s: &Conv2dShape) -> Conv2dKernel {
     match family {
-        KernelFamily::Cpu if subgroup_kernel_fits(gpu) => Conv2dKernel::Subgroup(subgroup_tile_for(s)),
+        KernelFamily::Cpu if super::subgroups_of_8(gpu) => Conv2dKernel::Subgroup(subgroup_tile_for(s)),
         KernelFamily::Cpu => Conv2dKernel::Generic,
         KernelFamily::Gpu => Conv2dKernel::Tiled,
     }
@@ -308,7 +303,7 @@ pub fn conv2d_forward_with(
             gpu.dispatch(label, &key, &params, &buffers, [blocks.div_ceil(64), s.cout.div_ceil(tm), 1])
         }
         Conv2dKernel::Subgroup(t) => {
-            ensure!(subgroup_kernel_fits(gpu), "{label}: the subgroup kernel needs subgroups of 8 lanes");
+            ensure!(super::subgroups_of_8(gpu), "{label}: the subgroup kernel needs subgroups of 8 lanes");
             let key = subgroup_key(s, &t).map_err(|e| anyhow::anyhow!("{label}: {e}"))?;
             let blocks = s.batch.div_ceil(t.nb) * ho.div_ceil(t.ph) * wo.div_ceil(t.pw);
             gpu.dispatch(label, &key, &params, &buffers, [blocks, s.cout.div_ceil(8 * t.tm), 1])

@@ -26,17 +26,11 @@ pub enum Conv2dBackwardKernel {
     Subgroup,
 }
 
-/// Whether the subgroup kernels can run here: they hand values across exactly
-/// 8 lanes.
-pub fn subgroup_kernels_fit(gpu: &Gpu) -> bool {
-    gpu.has_subgroups() && gpu.info.subgroup_min_size == 8 && gpu.info.subgroup_max_size == 8
-}
-
 /// The kernel used for this adapter: the subgroup one on the CPU family when
 /// the adapter has 8-lane subgroups, else the generic one.
 pub fn backward_kernel_for(gpu: &Gpu) -> Conv2dBackwardKernel {
     match gpu.family {
-        KernelFamily::Cpu if subgroup_kernels_fit(gpu) => Conv2dBackwardKernel::Subgroup,
+        KernelFamily::Cpu if super::subgroups_of_8(gpu) => Conv2dBackwardKernel::Subgroup,
         _ => Conv2dBackwardKernel::Generic,
     }
 }
@@ -249,7 +243,7 @@ pub fn conv2d_backward_input_with(
             gpu.dispatch(label, &key("conv2d_backward_input", tm, tn), &params, &buffers, grid)
         }
         Conv2dBackwardKernel::Subgroup => {
-            ensure!(subgroup_kernels_fit(gpu), "{label}: the subgroup kernel needs subgroups of 8 lanes");
+            ensure!(super::subgroups_of_8(gpu), "{label}: the subgroup kernel needs subgroups of 8 lanes");
             ensure!(tm % 8 == 0, "{label}: {layout:?}: tm must be a multiple of 8");
             let grid = [segs.div_ceil(8), s.cin.div_ceil(tm), phases];
             gpu.dispatch(label, &key("conv2d_backward_input_subgroup", tm, tn), &params, &buffers, grid)
@@ -438,7 +432,7 @@ pub fn conv2d_backward_weight_with(
             .define("TM", l.tm)
             .define("TN", l.seg()),
         Conv2dBackwardKernel::Subgroup => {
-            ensure!(subgroup_kernels_fit(gpu), "{label}: the subgroup kernel needs subgroups of 8 lanes");
+            ensure!(super::subgroups_of_8(gpu), "{label}: the subgroup kernel needs subgroups of 8 lanes");
             ensure!(s.ksize >= s.stride, "{label}: the subgroup kernel needs a kernel at least as large as the stride");
             PipelineKey::new("conv2d_backward_weight_subgroup")
                 .define("K", s.ksize)

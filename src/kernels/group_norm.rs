@@ -41,7 +41,7 @@ pub fn group_norm_forward(
     let params = Params { batch, channels, hw, groups, eps, silu: silu as u32, _pad: [0; 2] };
     // The CPU family's variant wants the same 8-lane subgroups as the other
     // subgroup kernels (measured 2-3x faster on lavapipe).
-    let subgroup = super::conv2d_backward::backward_kernel_for(gpu) == super::conv2d_backward::Conv2dBackwardKernel::Subgroup;
+    let subgroup = super::cpu_subgroup_kernels(gpu);
     let key = PipelineKey::new(if subgroup { "group_norm_forward_subgroup" } else { "group_norm_forward" });
     gpu.dispatch(label, &key, &params, &[x, gamma, beta, y, stats], [batch * groups, 1, 1])
 }

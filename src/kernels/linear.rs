@@ -1,6 +1,5 @@
 //! Fully connected layers (the time-embedding MLP and time_emb_proj).
 
-use super::conv2d_backward::{Conv2dBackwardKernel, backward_kernel_for};
 use crate::gpu::{Dispatch, Gpu, PipelineKey, TensorView, grid_1d};
 use anyhow::{Result, ensure};
 
@@ -74,7 +73,7 @@ pub fn linear_backward(
     ensure!(w.len == (in_features * out_features) as usize && dw.len == w.len, "{label}: weight size");
     ensure!(db.len == out_features as usize, "{label}: bias gradient size");
     let params = Params { batch, in_features, out_features, silu_input: silu_input as u32 };
-    let subgroup = backward_kernel_for(gpu) == Conv2dBackwardKernel::Subgroup;
+    let subgroup = super::cpu_subgroup_kernels(gpu);
     let mut v = vec![if subgroup {
         // 32 outputs x 8 x 4 inputs per subgroup of 8 lanes.
         let (to8, ti) = (4, 4);

@@ -76,7 +76,7 @@ pub enum MatmulKernel {
 /// The kernel for this adapter and shape. On lavapipe the subgroup kernel
 /// runs attention's matmuls ~10-20x faster than the generic one.
 pub fn kernel_for(gpu: &Gpu, d: &MatmulDesc) -> MatmulKernel {
-    if super::conv2d_backward::backward_kernel_for(gpu) != super::conv2d_backward::Conv2dBackwardKernel::Subgroup {
+    if !super::cpu_subgroup_kernels(gpu) {
         return MatmulKernel::Generic;
     }
     // Up to 16 rows x 32 columns: 64 accumulators per lane, few enough for

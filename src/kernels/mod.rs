@@ -23,3 +23,16 @@ pub use group_norm_backward::{group_norm_backward, group_norm_backward_scratch_l
 pub use linear::{linear_backward, linear_forward};
 pub use matmul::{MatmulDesc, Operand, matmul};
 pub use scheduler::{DdpmStepParams, ddpm_step};
+
+/// Whether the adapter runs subgroups of exactly 8 lanes, which every
+/// `*_subgroup.wgsl` kernel assumes (one subgroup per workgroup, values
+/// handed across lanes 0-7 with subgroupBroadcast).
+pub fn subgroups_of_8(gpu: &crate::gpu::Gpu) -> bool {
+    gpu.has_subgroups() && gpu.info.subgroup_min_size == 8 && gpu.info.subgroup_max_size == 8
+}
+
+/// Whether this adapter uses the CPU family's subgroup kernels (software
+/// adapters such as lavapipe with 8-lane subgroups).
+pub fn cpu_subgroup_kernels(gpu: &crate::gpu::Gpu) -> bool {
+    gpu.family == crate::gpu::KernelFamily::Cpu && subgroups_of_8(gpu)
+}
