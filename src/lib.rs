@@ -6,6 +6,7 @@
 //! [`reference`] defines them on the CPU; [`model`] turns a diffusers config
 //! into an op list; [`diffusion`] samples.
 
+pub mod app;
 pub mod diffusion;
 pub mod gpu;
 pub mod image_io;

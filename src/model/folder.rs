@@ -55,3 +55,35 @@ pub fn resolve(dir: &Path, variant: Option<&str>) -> Result<ModelFolder> {
         scheduler_config: scheduler.is_file().then_some(scheduler),
     })
 }
+
+/// A diffusers model folder read from disk: what the CLI, the window and the
+/// trainer all start from.
+#[derive(Clone, Debug)]
+pub struct LoadedModel {
+    /// The folder's name, for display ("ddpm-cifar10-32").
+    pub name: String,
+    pub files: ModelFolder,
+    pub config: super::UNetConfig,
+    /// diffusers' DDPMScheduler defaults when the folder has no scheduler config.
+    pub scheduler: super::SchedulerConfig,
+    /// Every parameter in graph order (`unet::build_graph(&config)`), widened to f32.
+    pub weights: Vec<Vec<f32>>,
+}
+
+/// Reads a model folder (either layout, see [`resolve`]): config.json, the
+/// scheduler config and the weights. Errors name the file and the problem.
+pub fn load(dir: &Path, variant: Option<&str>) -> Result<LoadedModel> {
+    let files = resolve(dir, variant)?;
+    let config = super::UNetConfig::from_file(&files.unet_config)?;
+    let graph = super::unet::build_graph(&config);
+    let weights = super::weights::load_params(&files.weights, &graph)?;
+    let scheduler = match &files.scheduler_config {
+        Some(p) => super::SchedulerConfig::from_file(p)?,
+        None => super::SchedulerConfig::default(),
+    };
+    let name = std::fs::canonicalize(dir)
+        .ok()
+        .and_then(|p| p.file_name().map(|n| n.to_string_lossy().into_owned()))
+        .unwrap_or_else(|| dir.display().to_string());
+    Ok(LoadedModel { name, files, config, scheduler, weights })
+}

@@ -95,16 +95,14 @@ impl UNet {
 
     /// Loads the UNet of a diffusers model folder (either layout).
     pub fn load(gpu: Arc<Gpu>, dir: &Path, variant: Option<&str>) -> Result<(UNet, SchedulerConfig)> {
-        let files = folder::resolve(dir, variant)?;
-        let config = UNetConfig::from_file(&files.unet_config)?;
-        let graph = unet::build_graph(&config);
-        let weights = weights::load_params(&files.weights, &graph)?;
-        let sched = match &files.scheduler_config {
-            Some(p) => SchedulerConfig::from_file(p)?,
-            None => SchedulerConfig::default(),
-        };
-        let unet = UNet::new(gpu, config, &weights).with_context(|| format!("{}", files.weights.display()))?;
-        Ok((unet, sched))
+        let m = folder::load(dir, variant)?;
+        let unet = UNet::from_loaded(gpu, &m)?;
+        Ok((unet, m.scheduler))
+    }
+
+    /// The UNet of a folder already read by [`folder::load`].
+    pub fn from_loaded(gpu: Arc<Gpu>, m: &folder::LoadedModel) -> Result<UNet> {
+        UNet::new(gpu, m.config.clone(), &m.weights).with_context(|| format!("{}", m.files.weights.display()))
     }
 
     /// The weights back from the GPU, in graph order.

@@ -149,16 +149,9 @@ struct Start {
 fn starting_point(opts: &TrainOptions) -> Result<Start> {
     Ok(match &opts.source {
         ModelSource::Init { dir, variant } => {
-            let files = folder::resolve(dir, variant.as_deref())?;
-            let config = UNetConfig::from_file(&files.unet_config)?;
-            let graph = build_graph(&config);
-            let w = weights::load_params(&files.weights, &graph)?;
-            let scheduler = match &files.scheduler_config {
-                Some(p) => SchedulerConfig::from_file(p)?,
-                None => SchedulerConfig::default(),
-            };
-            let ema = opts.ema.map(|_| w.clone());
-            Start { config, scheduler, weights: w, ema, m: None, state: None }
+            let m = folder::load(dir, variant.as_deref())?;
+            let ema = opts.ema.map(|_| m.weights.clone());
+            Start { config: m.config, scheduler: m.scheduler, weights: m.weights, ema, m: None, state: None }
         }
         ModelSource::Config(config) => {
             config.validate()?;

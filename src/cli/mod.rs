@@ -1,0 +1,533 @@
+//! The headless subcommands: `sample`, `train`, `parity`, `bench`. None of
+//! them touches windowing; `src/main.rs` opens the window when no subcommand
+//! is given.
+
+mod bench;
+
+use anyhow::{Context, Result, bail};
+use clap::{Args, Parser, Subcommand};
+use petal::diffusion::{Flow, Sampler};
+use petal::gpu::{Gpu, GpuOptions, KernelFamily};
+use petal::image_io::{self, GridOptions};
+use petal::model::UNet;
+use petal::model::weights::{StoreDtype, read_safetensors, safetensors_bytes};
+use petal::rng::Rng;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+/// `petal [--model DIR]` opens the window; `petal <command>` runs headless.
+#[derive(Parser)]
+#[command(name = "petal", version, about = "Watch and train a DDPM flower model on your own GPU")]
+pub struct Cli {
+    #[command(flatten)]
+    pub gpu: GpuArgs,
+    /// Open the window on this diffusers model folder.
+    #[arg(long)]
+    pub model: Option<PathBuf>,
+    #[command(subcommand)]
+    pub command: Option<Command>,
+}
+
+#[derive(Args, Clone)]
+pub struct GpuArgs {
+    /// Use the GPU adapter whose name contains this text.
+    #[arg(long, global = true)]
+    pub adapter: Option<String>,
+    /// Kernel family: auto (by adapter kind), cpu (software renderers) or gpu.
+    #[arg(long, global = true, default_value = "auto")]
+    pub kernels: String,
+}
+
+#[derive(Subcommand)]
+pub enum Command {
+    /// Generate images from a diffusers model folder (headless).
+    Sample(SampleArgs),
+    /// Train or fine-tune a UNet on a folder of images (headless).
+    Train(TrainArgs),
+    /// Check Petal against diffusers' outputs.
+    #[command(subcommand)]
+    Parity(ParityCommand),
+    /// Time the forward pass, sampling and training on this adapter (random weights).
+    Bench(BenchArgs),
+}
+
+#[derive(Args)]
+pub struct BenchArgs {
+    /// Architecture: tiny, small, cifar10-32, or a config.json path.
+    #[arg(long, default_value = "cifar10-32")]
+    config: String,
+    /// Batch sizes for one forward pass (comma-separated; empty for none).
+    #[arg(long, default_value = "1,16")]
+    forward_batches: String,
+    /// Batch sizes for a whole sampling loop (comma-separated; empty for none).
+    #[arg(long, default_value = "1,16")]
+    sample_batches: String,
+    /// Batch sizes for one training step (comma-separated; empty for none).
+    #[arg(long, default_value = "")]
+    train_batches: String,
+    #[arg(long, default_value_t = 50)]
+    steps: u32,
+    /// Timed runs of each forward pass and training step (after a warm-up);
+    /// 0 reports the training plan's memory without timing it.
+    #[arg(long, default_value_t = 3)]
+    repeats: usize,
+    /// Timed runs of each sampling loop (after a 1-step warm-up).
+    #[arg(long, default_value_t = 2)]
+    sample_repeats: usize,
+    /// Also time each op kind of the forward pass and training step.
+    #[arg(long)]
+    profile: bool,
+    /// Write the figures as JSON here (they are printed either way).
+    #[arg(long)]
+    out: Option<PathBuf>,
+}
+
+#[derive(Args)]
+pub struct TrainArgs {
+    /// A folder of training images (searched recursively: JPEG, PNG, WebP).
+    #[arg(long)]
+    data: PathBuf,
+    /// The run folder: checkpoints, samples and loss.csv go here.
+    #[arg(long)]
+    out: PathBuf,
+    /// Fine-tune this diffusers UNet2DModel folder.
+    #[arg(long, conflicts_with_all = ["config", "resume"])]
+    init: Option<PathBuf>,
+    /// Start from fresh weights: tiny, small, cifar10-32, or a config.json path.
+    #[arg(long, conflicts_with = "resume")]
+    config: Option<String>,
+    /// Continue a checkpoint folder of an earlier run exactly.
+    #[arg(long)]
+    resume: Option<PathBuf>,
+    #[arg(long, default_value_t = 100)]
+    epochs: u64,
+    /// Stop after this many optimizer steps (the cosine schedule ends there).
+    #[arg(long)]
+    max_steps: Option<u64>,
+    #[arg(long, default_value_t = 64)]
+    batch: u32,
+    #[arg(long, default_value_t = 1e-4)]
+    lr: f64,
+    /// Linear warm-up steps of the learning rate.
+    #[arg(long, default_value_t = 500)]
+    warmup: u64,
+    #[arg(long, default_value_t = 1000)]
+    checkpoint_every: u64,
+    /// Keep only the newest N checkpoints.
+    #[arg(long)]
+    keep_last: Option<usize>,
+    #[arg(long, default_value_t = 0)]
+    seed: u64,
+    /// Write a sample grid (EMA weights, fixed seed) every N steps.
+    #[arg(long, default_value_t = 1000)]
+    sample_every: u64,
+    #[arg(long, default_value_t = 16)]
+    sample_batch: u32,
+    #[arg(long, default_value_t = 50)]
+    sample_steps: u32,
+    #[arg(long, default_value_t = 0.95)]
+    adam_beta1: f64,
+    #[arg(long, default_value_t = 0.999)]
+    adam_beta2: f64,
+    #[arg(long, default_value_t = 1e-6)]
+    adam_weight_decay: f64,
+    #[arg(long, default_value_t = 1e-8)]
+    adam_epsilon: f64,
+    /// Clip the global gradient norm to this (0: off).
+    #[arg(long, default_value_t = 1.0)]
+    max_grad_norm: f64,
+    /// Do not keep an exponential moving average of the weights.
+    #[arg(long)]
+    no_ema: bool,
+    #[arg(long)]
+    variant: Option<String>,
+}
+
+#[derive(Args)]
+pub struct SampleArgs {
+    /// A diffusers model folder (pipeline layout with unet/ and scheduler/, or a flat UNet folder).
+    #[arg(long)]
+    model: PathBuf,
+    /// Denoising steps.
+    #[arg(long, default_value_t = 50)]
+    steps: u32,
+    /// Images to make at once.
+    #[arg(long, default_value_t = 1)]
+    batch: u32,
+    /// Seed of Petal's random generator: the same seed gives the same images.
+    #[arg(long, default_value_t = 0)]
+    seed: u64,
+    /// Where to write the PNG grid of the batch.
+    #[arg(long)]
+    out: PathBuf,
+    /// Also write every step (x_t and predicted x_0) as PNGs into this folder.
+    #[arg(long)]
+    frames: Option<PathBuf>,
+    /// Upscale each tile by this integer factor.
+    #[arg(long, default_value_t = 1)]
+    scale: u32,
+    /// Pixels between tiles.
+    #[arg(long, default_value_t = 0)]
+    gap: u32,
+    /// Weights variant, e.g. fp16 for diffusion_pytorch_model.fp16.safetensors.
+    #[arg(long)]
+    variant: Option<String>,
+}
+
+#[derive(Subcommand)]
+pub enum ParityCommand {
+    /// Read `sample` and `timesteps` from INPUTS, write the UNet's `output` to OUT.
+    Forward(ParityArgs),
+    /// Run the scheduler loop with the noises in INPUTS (ddpm50.safetensors
+    /// format), write `eps.i`, `x.i` and `image` to OUT.
+    Sample(ParityArgs),
+    /// One training step on `x0`, `noise`, `timesteps` from INPUTS
+    /// (train.safetensors format): write `loss`, `grad.<param>` and
+    /// `after_adamw.<param>` (AdamW lr 1e-4, betas (0.9, 0.999), eps 1e-8,
+    /// weight decay 1e-2, no clipping, no warm-up).
+    TrainStep(ParityArgs),
+}
+
+#[derive(Args)]
+pub struct ParityArgs {
+    #[arg(long)]
+    model: PathBuf,
+    #[arg(long)]
+    inputs: PathBuf,
+    #[arg(long)]
+    out: PathBuf,
+    #[arg(long)]
+    variant: Option<String>,
+}
+
+impl GpuArgs {
+    /// The options these flags ask for.
+    pub fn options(&self) -> Result<GpuOptions> {
+        let family = match self.kernels.as_str() {
+            "auto" => None,
+            "cpu" => Some(KernelFamily::Cpu),
+            "gpu" => Some(KernelFamily::Gpu),
+            other => bail!("--kernels {other}: expected auto, cpu or gpu"),
+        };
+        Ok(GpuOptions { adapter: self.adapter.clone(), family })
+    }
+}
+
+fn open_gpu(args: &GpuArgs) -> Result<Arc<Gpu>> {
+    Gpu::new(&args.options()?)
+}
+
+/// Runs one headless subcommand.
+pub fn run(gpu: &GpuArgs, command: Command) -> Result<()> {
+    match command {
+        Command::Sample(a) => sample(gpu, a),
+        Command::Parity(ParityCommand::Forward(a)) => parity_forward(gpu, a),
+        Command::Parity(ParityCommand::Sample(a)) => parity_sample(gpu, a),
+        Command::Parity(ParityCommand::TrainStep(a)) => parity_train_step(gpu, a),
+        Command::Train(a) => train(gpu, a),
+        Command::Bench(a) => bench_cmd(gpu, a),
+    }
+}
+
+fn sample(gpu_args: &GpuArgs, a: SampleArgs) -> Result<()> {
+    if a.batch == 0 {
+        bail!("--batch must be at least 1");
+    }
+    let gpu = open_gpu(gpu_args)?;
+    eprintln!("adapter: {}", gpu.describe());
+    let (unet, sched) = UNet::load(gpu.clone(), &a.model, a.variant.as_deref())?;
+    let (h, w) = unet.config.sample_hw();
+    let c = unet.config.in_channels as usize;
+    let mut sampler = Sampler::new(&unet, &sched, a.batch, a.steps)?;
+    let n = (a.batch * unet.config.in_channels * h * w) as usize;
+    let mut rng = Rng::new(a.seed);
+    let x_t = rng.normal_vec(n);
+    let bar = indicatif::ProgressBar::new(a.steps as u64);
+    bar.set_style(
+        indicatif::ProgressStyle::with_template("{bar:40} {pos}/{len} steps, t={msg} [{elapsed_precise}<{eta_precise}]")
+            .expect("template"),
+    );
+    let grid_opts = GridOptions { scale: a.scale, gap: a.gap };
+    let (b, hh, ww) = (a.batch as usize, h as usize, w as usize);
+    let mut frame_err = None;
+    let started = std::time::Instant::now();
+    let out = sampler.run(&gpu, &x_t, a.frames.is_some(), |_, _| rng.normal_vec(n), |info, frame| {
+        bar.set_message(info.timestep.to_string());
+        bar.inc(1);
+        if let (Some(dir), Some(f)) = (&a.frames, frame) {
+            let write = |name: String, data: &[f32]| {
+                image_io::save_png(&image_io::grid(data, b, c, hh, ww, grid_opts), &dir.join(name))
+            };
+            let r = write(format!("step{:04}_x.png", info.index), &f.x)
+                .and_then(|_| write(format!("step{:04}_x0.png", info.index), &f.pred_x0));
+            if let Err(e) = r {
+                frame_err = Some(e);
+                return Flow::Cancel;
+            }
+        }
+        Flow::Continue
+    })?;
+    bar.finish();
+    if let Some(e) = frame_err {
+        return Err(e);
+    }
+    let x0 = out.expect("not cancelled");
+    image_io::save_png(&image_io::grid(&x0, b, c, hh, ww, grid_opts), &a.out)?;
+    eprintln!(
+        "wrote {} ({} image{}, {} steps, {:.2} s)",
+        a.out.display(),
+        a.batch,
+        if a.batch == 1 { "" } else { "s" },
+        a.steps,
+        started.elapsed().as_secs_f64()
+    );
+    Ok(())
+}
+
+/// A tensor from a fixture file, with the file named in the error.
+fn take(tensors: &mut std::collections::HashMap<String, (Vec<usize>, Vec<f32>)>, file: &Path, name: &str) -> Result<(Vec<usize>, Vec<f32>)> {
+    tensors.remove(name).with_context(|| format!("{}: no tensor {name}", file.display()))
+}
+
+fn write_tensors(path: &Path, tensors: &[(String, Vec<usize>, &[f32])]) -> Result<()> {
+    let bytes = safetensors_bytes(tensors, StoreDtype::F32)?;
+    std::fs::write(path, bytes).with_context(|| format!("writing {}", path.display()))
+}
+
+fn parity_forward(gpu_args: &GpuArgs, a: ParityArgs) -> Result<()> {
+    let gpu = open_gpu(gpu_args)?;
+    let (unet, _) = UNet::load(gpu.clone(), &a.model, a.variant.as_deref())?;
+    let mut t = read_safetensors(&a.inputs)?;
+    let (shape, sample) = take(&mut t, &a.inputs, "sample")?;
+    let (_, timesteps) = take(&mut t, &a.inputs, "timesteps")?;
+    let (h, w) = unet.config.sample_hw();
+    let want = [timesteps.len(), unet.config.in_channels as usize, h as usize, w as usize];
+    if shape != want {
+        bail!("{}: sample has shape {shape:?}, the model takes {want:?}", a.inputs.display());
+    }
+    let plan = petal::model::ForwardPlan::new(&unet, timesteps.len() as u32)?;
+    let out = plan.forward(&gpu, &sample, &timesteps)?;
+    let oshape = vec![timesteps.len(), unet.config.out_channels as usize, h as usize, w as usize];
+    write_tensors(&a.out, &[("output".into(), oshape, &out)])
+}
+
+fn parity_sample(gpu_args: &GpuArgs, a: ParityArgs) -> Result<()> {
+    let gpu = open_gpu(gpu_args)?;
+    let (unet, sched) = UNet::load(gpu.clone(), &a.model, a.variant.as_deref())?;
+    let mut t = read_safetensors(&a.inputs)?;
+    let (shape, x_t) = take(&mut t, &a.inputs, "x_T")?;
+    let (_, timesteps) = take(&mut t, &a.inputs, "timesteps")?;
+    let batch = shape[0] as u32;
+    let mut sampler = Sampler::new(&unet, &sched, batch, timesteps.len() as u32)?;
+    let ours: Vec<f32> = sampler.scheduler.timesteps.iter().map(|&v| v as f32).collect();
+    if ours != timesteps {
+        bail!("{}: timesteps {:?} differ from the scheduler's {:?}", a.inputs.display(), timesteps, ours);
+    }
+    let mut noises = Vec::new();
+    for i in 0..timesteps.len() {
+        noises.push(t.remove(&format!("noise.{i}")).map(|v| v.1));
+    }
+    let mut missing = None;
+    let mut eps = Vec::new();
+    let mut xs = Vec::new();
+    let image = sampler.run(
+        &gpu,
+        &x_t,
+        true,
+        |i, _| match &noises[i] {
+            Some(v) => v.clone(),
+            None => {
+                missing = Some(i);
+                vec![0.0; x_t.len()]
+            }
+        },
+        |_, frame| {
+            let f = frame.expect("frames asked for");
+            eps.push(f.model_output);
+            xs.push(f.x);
+            Flow::Continue
+        },
+    )?;
+    if let Some(i) = missing {
+        bail!("{}: no tensor noise.{i}", a.inputs.display());
+    }
+    let image: Vec<f32> = image.expect("not cancelled").iter().map(|&v| image_io::to_unit(v)).collect();
+    let mut out: Vec<(String, Vec<usize>, &[f32])> = Vec::new();
+    for (i, (e, x)) in eps.iter().zip(&xs).enumerate() {
+        out.push((format!("eps.{i}"), shape.clone(), e));
+        out.push((format!("x.{i}"), shape.clone(), x));
+    }
+    out.push(("image".into(), shape.clone(), &image));
+    write_tensors(&a.out, &out)
+}
+
+fn parity_train_step(gpu_args: &GpuArgs, a: ParityArgs) -> Result<()> {
+    use petal::kernels::optim::AdamW;
+    use petal::train::{StepSettings, TrainPlan};
+    let gpu = open_gpu(gpu_args)?;
+    let m = petal::model::folder::load(&a.model, a.variant.as_deref())?;
+    let (config, sched_cfg, weights) = (m.config, m.scheduler, m.weights);
+    let graph = petal::model::unet::build_graph(&config);
+    let mut t = read_safetensors(&a.inputs)?;
+    let (shape, x0) = take(&mut t, &a.inputs, "x0")?;
+    let (_, noise) = take(&mut t, &a.inputs, "noise")?;
+    let (_, timesteps) = take(&mut t, &a.inputs, "timesteps")?;
+    let batch = shape[0];
+    if timesteps.len() != batch || noise.len() != x0.len() {
+        bail!("{}: x0, noise and timesteps do not agree in batch size", a.inputs.display());
+    }
+    let scheduler = petal::diffusion::DdpmScheduler::new(&sched_cfg)?;
+    let ts: Vec<u32> = timesteps.iter().map(|&v| v as u32).collect();
+    let noisy = scheduler.add_noise(&x0, &noise, &ts);
+    let plan = TrainPlan::new(gpu.clone(), &graph, &config, batch as u32, &weights, None)?;
+    let settings = StepSettings {
+        lr: 1e-4,
+        step: 1,
+        adamw: AdamW { beta1: 0.9, beta2: 0.999, eps: 1e-8, weight_decay: 1e-2 },
+        max_grad_norm: 0.0,
+        ema_decay: 0.0,
+    };
+    let stats = plan.step(&noisy, &noise, &timesteps, &settings)?;
+    let grads = plan.grads.download(&gpu)?;
+    let after = plan.params.download(&gpu)?;
+    let loss = [stats.loss];
+    let mut out: Vec<(String, Vec<usize>, &[f32])> = vec![("loss".into(), vec![1], &loss[..])];
+    for (p, (g, w)) in graph.params.iter().zip(grads.iter().zip(&after)) {
+        out.push((format!("grad.{}", p.name), p.shape.clone(), g));
+        out.push((format!("after_adamw.{}", p.name), p.shape.clone(), w));
+    }
+    write_tensors(&a.out, &out)
+}
+
+fn train(gpu_args: &GpuArgs, a: TrainArgs) -> Result<()> {
+    use petal::kernels::optim::AdamW;
+    use petal::train::{ModelSource, TrainEvent, TrainOptions};
+    let source = match (&a.init, &a.config, &a.resume) {
+        (Some(dir), _, _) => ModelSource::Init { dir: dir.clone(), variant: a.variant.clone() },
+        (_, _, Some(dir)) => ModelSource::Resume(dir.clone()),
+        (_, Some(name), _) => {
+            let cfg = match petal::model::UNetConfig::builtin(name) {
+                Some(c) => c,
+                None => petal::model::UNetConfig::from_file(Path::new(name)).with_context(|| {
+                    format!("--config {name}: not a built-in config (tiny, small, cifar10-32) nor a readable config.json")
+                })?,
+            };
+            ModelSource::Config(Box::new(cfg))
+        }
+        (None, None, None) => bail!("say where the weights start: --init DIR, --config NAME or --resume CHECKPOINT"),
+    };
+    let gpu = open_gpu(gpu_args)?;
+    eprintln!("adapter: {}", gpu.describe());
+    let mut opts = TrainOptions::new(a.data.clone(), a.out.clone(), source);
+    opts.epochs = a.epochs;
+    opts.max_steps = a.max_steps;
+    opts.batch = a.batch;
+    opts.lr = a.lr;
+    opts.warmup = a.warmup;
+    opts.checkpoint_every = a.checkpoint_every;
+    opts.keep_last = a.keep_last;
+    opts.seed = a.seed;
+    opts.adamw = AdamW { beta1: a.adam_beta1, beta2: a.adam_beta2, eps: a.adam_epsilon, weight_decay: a.adam_weight_decay };
+    opts.max_grad_norm = a.max_grad_norm;
+    if a.no_ema {
+        opts.ema = None;
+    }
+    opts.sample_every = a.sample_every;
+    opts.sample_batch = a.sample_batch;
+    opts.sample_steps = a.sample_steps;
+    let bar = indicatif::ProgressBar::new(0);
+    bar.set_style(
+        indicatif::ProgressStyle::with_template("{bar:30} {pos}/{len} {msg} [{elapsed_precise}<{eta_precise}]").expect("template"),
+    );
+    // Steps/s counts only this process's steps (a resumed run starts past 0).
+    let mut first_step = 0u64;
+    // Without a terminal the bar is hidden: print a line now and then instead.
+    let mut last_line = std::time::Instant::now();
+    let summary = petal::train::train(gpu, &opts, |ev| {
+        match ev {
+            TrainEvent::Started { images, skipped, total_steps, steps_per_epoch, resumed_from, parameters, gpu_bytes } => {
+                for (p, why) in skipped {
+                    say(&bar, format!("warning: skipped {}: {why}", p.display()));
+                }
+                say(&bar, format!(
+                    "{images} images, {steps_per_epoch} steps per epoch, {total_steps} steps; {:.2}M parameters; {:.0} MiB on the GPU",
+                    parameters as f64 / 1e6,
+                    gpu_bytes as f64 / (1 << 20) as f64
+                ));
+                if let Some(s) = resumed_from {
+                    say(&bar, format!("resuming from step {s}"));
+                }
+                bar.set_length(total_steps);
+                first_step = resumed_from.unwrap_or(0);
+                bar.set_position(first_step);
+            }
+            TrainEvent::Step(s) => {
+                bar.set_position(s.step);
+                let rate = s.step.saturating_sub(first_step) as f64 / s.seconds.max(1e-9);
+                let msg = format!("epoch {} loss {:.4} lr {:.2e} {:.2} steps/s", s.epoch, s.loss, s.lr, rate);
+                if bar.is_hidden() && (last_line.elapsed().as_secs() >= 30 || s.step == bar.length().unwrap_or(0)) {
+                    eprintln!("step {}/{}: {msg}", s.step, bar.length().unwrap_or(0));
+                    last_line = std::time::Instant::now();
+                }
+                bar.set_message(msg);
+            }
+            TrainEvent::Checkpoint(p) => say(&bar, format!("saved {}", p.display())),
+            TrainEvent::Samples(p) => say(&bar, format!("samples {}", p.display())),
+        }
+        Flow::Continue
+    })?;
+    bar.finish();
+    if let Some(p) = summary.last_checkpoint {
+        eprintln!("done: {} steps; last checkpoint {}", summary.steps_done, p.display());
+    }
+    Ok(())
+}
+
+/// A line above the progress bar, or on stderr when the bar is hidden (no
+/// terminal), so that logs keep it.
+fn say(bar: &indicatif::ProgressBar, line: String) {
+    if bar.is_hidden() {
+        eprintln!("{line}");
+    } else {
+        bar.println(line);
+    }
+}
+
+/// "1,16" -> [1, 16]; "" -> [].
+fn batches(list: &str) -> Result<Vec<u32>> {
+    list.split(',')
+        .map(str::trim)
+        .filter(|s| !s.is_empty())
+        .map(|s| match s.parse::<u32>() {
+            Ok(b) if b > 0 => Ok(b),
+            _ => bail!("{s:?} is not a batch size"),
+        })
+        .collect()
+}
+
+fn bench_cmd(gpu_args: &GpuArgs, a: BenchArgs) -> Result<()> {
+    let config = match petal::model::UNetConfig::builtin(&a.config) {
+        Some(c) => c,
+        None => petal::model::UNetConfig::from_file(Path::new(&a.config))?,
+    };
+    let gpu = open_gpu(gpu_args)?;
+    eprintln!("adapter: {}", gpu.describe());
+    let opts = bench::BenchOptions {
+        config,
+        config_name: a.config.clone(),
+        forward_batches: batches(&a.forward_batches)?,
+        sample_batches: batches(&a.sample_batches)?,
+        train_batches: batches(&a.train_batches)?,
+        steps: a.steps,
+        repeats: a.repeats,
+        sample_repeats: a.sample_repeats,
+        profile: a.profile,
+    };
+    let figures = bench::run(gpu, &opts)?;
+    let text = serde_json::to_string_pretty(&figures)?;
+    println!("{text}");
+    if let Some(p) = a.out {
+        std::fs::write(&p, text).with_context(|| format!("writing {}", p.display()))?;
+    }
+    Ok(())
+}
