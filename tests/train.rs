@@ -5,12 +5,12 @@
 
 mod common;
 use common::*;
-use petal::diffusion::{DdpmScheduler, Flow};
+use petal::diffusion::DdpmScheduler;
 use petal::gpu::KernelFamily;
 use petal::kernels::optim::AdamW;
 use petal::model::weights::read_safetensors;
 use petal::model::{ForwardPlan, UNet, UNetConfig, folder, unet::build_graph, weights::load_params};
-use petal::train::{ModelSource, StepSettings, TrainEvent, TrainOptions, TrainPlan, checkpoint};
+use petal::train::{ModelSource, StepSettings, TrainControl, TrainEvent, TrainOptions, TrainPlan, checkpoint};
 use std::path::{Path, PathBuf};
 
 /// One step of the fixture's training step, checked as the reference README
@@ -126,7 +126,7 @@ fn loss_falls_on_flowers_and_checkpoint_loads_back() {
     let dir = tempfile::tempdir().unwrap();
     let run = dir.path().join("run");
     let o = options(&run, 60);
-    let summary = petal::train::train(gpu.clone(), &o, |_| Flow::Continue).unwrap();
+    let summary = petal::train::train(gpu.clone(), &o, |_| TrainControl::CONTINUE).unwrap();
     assert_eq!(summary.steps_done, 60);
     let l: Vec<f32> = losses(&run).iter().map(|r| r.split(',').nth(2).unwrap().parse().unwrap()).collect();
     assert_eq!(l.len(), 60);
@@ -158,17 +158,20 @@ fn resume_continues_the_same_loss_curve() {
     let (whole, part) = (dir.path().join("whole"), dir.path().join("part"));
     let mut o = options(&whole, 8);
     o.checkpoint_every = 4;
-    petal::train::train(gpu.clone(), &o, |_| Flow::Continue).unwrap();
+    petal::train::train(gpu.clone(), &o, |_| TrainControl::CONTINUE).unwrap();
     // The same run, cancelled after step 5 (its checkpoint is at 4) ...
     let mut o2 = options(&part, 8);
     o2.checkpoint_every = 4;
     let s = petal::train::train(gpu.clone(), &o2, |ev| match ev {
-        TrainEvent::Step(s) if s.step == 5 => Flow::Cancel,
-        _ => Flow::Continue,
+        TrainEvent::Step(s) if s.step == 5 => TrainControl { stop: true, ..TrainControl::CONTINUE },
+        _ => TrainControl::CONTINUE,
     })
     .unwrap();
     assert!(s.cancelled);
     assert_eq!(losses(&part).len(), 5);
+    // Stopping writes a checkpoint of the step reached first.
+    assert_eq!(s.last_checkpoint.as_deref(), Some(part.join("checkpoint-5").as_path()));
+    assert_eq!(checkpoint::load(&part.join("checkpoint-5")).unwrap().state.step, 5);
     // ... and resumed from checkpoint-4: the log is cut back to step 4 and
     // continues exactly as the uninterrupted run did.
     let mut o3 = options(&part, 8);
@@ -179,7 +182,7 @@ fn resume_continues_the_same_loss_curve() {
         if let TrainEvent::Started { resumed_from: r, .. } = ev {
             resumed_from = r;
         }
-        Flow::Continue
+        TrainControl::CONTINUE
     })
     .unwrap();
     assert_eq!(resumed_from, Some(4));
@@ -195,7 +198,7 @@ fn bad_training_input_is_an_error_and_loses_nothing() {
     let gpu = gpu(KernelFamily::Cpu);
     let dir = tempfile::tempdir().unwrap();
     let run = dir.path().join("run");
-    let err = |o: &TrainOptions| format!("{:#}", petal::train::train(gpu.clone(), o, |_| Flow::Continue).err().expect("should fail"));
+    let err = |o: &TrainOptions| format!("{:#}", petal::train::train(gpu.clone(), o, |_| TrainControl::CONTINUE).err().expect("should fail"));
 
     let mut o = options(&run, 2);
     o.data = dir.path().join("nowhere");
@@ -228,7 +231,7 @@ fn bad_training_input_is_an_error_and_loses_nothing() {
         if let TrainEvent::Started { skipped: s, .. } = ev {
             skipped = s.iter().map(|(p, _)| p.clone()).collect();
         }
-        Flow::Continue
+        TrainControl::CONTINUE
     })
     .unwrap();
     assert_eq!(skipped.len(), 1);

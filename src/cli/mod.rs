@@ -6,12 +6,11 @@ mod bench;
 
 use anyhow::{Context, Result, bail};
 use clap::{Args, Parser, Subcommand};
-use petal::diffusion::{Flow, Sampler};
+use petal::diffusion::{Flow, NoiseStreams, Sampler};
 use petal::gpu::{Gpu, GpuOptions, KernelFamily};
 use petal::image_io::{self, GridOptions};
 use petal::model::UNet;
 use petal::model::weights::{StoreDtype, read_safetensors, safetensors_bytes};
-use petal::rng::Rng;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
@@ -240,8 +239,9 @@ fn sample(gpu_args: &GpuArgs, a: SampleArgs) -> Result<()> {
     let c = unet.config.in_channels as usize;
     let mut sampler = Sampler::new(&unet, &sched, a.batch, a.steps)?;
     let n = (a.batch * unet.config.in_channels * h * w) as usize;
-    let mut rng = Rng::new(a.seed);
-    let x_t = rng.normal_vec(n);
+    // Each image has its own noise stream: image i of seed s is the same in any batch.
+    let mut streams = NoiseStreams::new(a.seed, 0, a.batch as usize, n / a.batch as usize);
+    let x_t = streams.next_batch();
     let bar = indicatif::ProgressBar::new(a.steps as u64);
     bar.set_style(
         indicatif::ProgressStyle::with_template("{bar:40} {pos}/{len} steps, t={msg} [{elapsed_precise}<{eta_precise}]")
@@ -251,7 +251,7 @@ fn sample(gpu_args: &GpuArgs, a: SampleArgs) -> Result<()> {
     let (b, hh, ww) = (a.batch as usize, h as usize, w as usize);
     let mut frame_err = None;
     let started = std::time::Instant::now();
-    let out = sampler.run(&gpu, &x_t, a.frames.is_some(), |_, _| rng.normal_vec(n), |info, frame| {
+    let out = sampler.run(&gpu, &x_t, a.frames.is_some(), |_, _| streams.next_batch(), |info, frame| {
         bar.set_message(info.timestep.to_string());
         bar.inc(1);
         if let (Some(dir), Some(f)) = (&a.frames, frame) {
@@ -401,7 +401,7 @@ fn parity_train_step(gpu_args: &GpuArgs, a: ParityArgs) -> Result<()> {
 
 fn train(gpu_args: &GpuArgs, a: TrainArgs) -> Result<()> {
     use petal::kernels::optim::AdamW;
-    use petal::train::{ModelSource, TrainEvent, TrainOptions};
+    use petal::train::{ModelSource, TrainControl, TrainEvent, TrainOptions};
     let source = match (&a.init, &a.config, &a.resume) {
         (Some(dir), _, _) => ModelSource::Init { dir: dir.clone(), variant: a.variant.clone() },
         (_, _, Some(dir)) => ModelSource::Resume(dir.clone()),
@@ -446,7 +446,7 @@ fn train(gpu_args: &GpuArgs, a: TrainArgs) -> Result<()> {
     let summary = petal::train::train(gpu, &opts, |ev| {
         match ev {
             TrainEvent::Started { images, skipped, total_steps, steps_per_epoch, resumed_from, parameters, gpu_bytes } => {
-                for (p, why) in skipped {
+                for (p, why) in &skipped {
                     say(&bar, format!("warning: skipped {}: {why}", p.display()));
                 }
                 say(&bar, format!(
@@ -471,10 +471,11 @@ fn train(gpu_args: &GpuArgs, a: TrainArgs) -> Result<()> {
                 }
                 bar.set_message(msg);
             }
-            TrainEvent::Checkpoint(p) => say(&bar, format!("saved {}", p.display())),
-            TrainEvent::Samples(p) => say(&bar, format!("samples {}", p.display())),
+            TrainEvent::Warning(w) => say(&bar, format!("warning: {w}")),
+            TrainEvent::Checkpoint { path, .. } => say(&bar, format!("saved {}", path.display())),
+            TrainEvent::Samples { path, .. } => say(&bar, format!("samples {}", path.display())),
         }
-        Flow::Continue
+        TrainControl::CONTINUE
     })?;
     bar.finish();
     if let Some(p) = summary.last_checkpoint {

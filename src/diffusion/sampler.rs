@@ -43,6 +43,18 @@ pub struct Sampler {
     step: Dispatch,
     noise: TensorView,
     pred_x0: TensorView,
+    /// Two reused readback buffers, each (x, pred_x0, model_output) of one
+    /// step: step k's frame is copied in its own submission and read while
+    /// step k+1 runs.
+    staging: [wgpu::Buffer; 2],
+}
+
+/// A step whose frame is being copied back.
+struct PendingFrame {
+    info: StepInfo,
+    slot: usize,
+    submission: wgpu::SubmissionIndex,
+    mapped: crossbeam_channel::Receiver<Result<(), wgpu::BufferAsyncError>>,
 }
 
 impl Sampler {
@@ -59,7 +71,15 @@ impl Sampler {
         let noise = TensorView::whole(gpu.storage_buffer("noise", n as u64 * 4));
         let pred_x0 = TensorView::whole(gpu.storage_buffer("pred_x0", n as u64 * 4));
         let step = kernels::ddpm_step(gpu, plan.sample(), &pred_x0, plan.output(), &noise)?;
-        Ok(Sampler { plan, scheduler, step, noise, pred_x0 })
+        let staging = std::array::from_fn(|_| {
+            gpu.device.create_buffer(&wgpu::BufferDescriptor {
+                label: Some("frame readback"),
+                size: 3 * n as u64 * 4,
+                usage: wgpu::BufferUsages::MAP_READ | wgpu::BufferUsages::COPY_DST,
+                mapped_at_creation: false,
+            })
+        });
+        Ok(Sampler { plan, scheduler, step, noise, pred_x0, staging })
     }
 
     pub fn batch(&self) -> u32 {
@@ -71,6 +91,11 @@ impl Sampler {
     /// `on_step` sees every step, with a frame of the whole batch when
     /// `frames` is set, and may cancel between steps. Returns the final
     /// x_0 (B, C, H, W), or None when cancelled.
+    ///
+    /// With frames, each step's submission also copies x, pred_x0 and the
+    /// model output into a reused staging buffer; step k's frame is mapped
+    /// and handed to `on_step` after step k+1 has been submitted, so the GPU
+    /// works on the next step while the caller shows this one.
     pub fn run(
         &mut self,
         gpu: &Gpu,
@@ -80,9 +105,11 @@ impl Sampler {
         mut on_step: impl FnMut(StepInfo, Option<Frame>) -> Flow,
     ) -> Result<Option<Vec<f32>>> {
         let n = self.plan.sample().len;
+        let bytes = n as u64 * 4;
         gpu.write_f32(self.plan.sample(), x_t);
         let timesteps = self.scheduler.timesteps.clone();
         let num_steps = timesteps.len();
+        let mut pending: Option<PendingFrame> = None;
         for (index, &t) in timesteps.iter().enumerate() {
             let mut params: DdpmStepParams = self.scheduler.step_params(t);
             params.n = n as u32;
@@ -97,21 +124,79 @@ impl Sampler {
                 self.plan.record(&mut pass);
                 self.step.record(&mut pass);
             }
-            gpu.queue.submit([enc.finish()]);
-            let frame = if frames {
-                let mut v = gpu.read_many(&[self.plan.sample(), &self.pred_x0, self.plan.output()])?;
-                let model_output = v.pop().unwrap();
-                let pred_x0 = v.pop().unwrap();
-                let x = v.pop().unwrap();
-                Some(Frame { x, pred_x0, model_output })
-            } else {
+            let slot = index % 2;
+            if frames {
+                let dst = &self.staging[slot];
+                for (k, v) in [self.plan.sample(), &self.pred_x0, self.plan.output()].into_iter().enumerate() {
+                    enc.copy_buffer_to_buffer(v.buffer(), v.offset, dst, k as u64 * bytes, bytes);
+                }
+            }
+            let submission = gpu.queue.submit([enc.finish()]);
+            let info = StepInfo { index, num_steps, timestep: t };
+            if !frames {
                 gpu.wait()?;
-                None
-            };
-            if on_step(StepInfo { index, num_steps, timestep: t }, frame) == Flow::Cancel {
-                return Ok(None);
+                if on_step(info, None) == Flow::Cancel {
+                    return Ok(None);
+                }
+                continue;
+            }
+            let (tx, mapped) = crossbeam_channel::bounded(1);
+            self.staging[slot].slice(..).map_async(wgpu::MapMode::Read, move |r| {
+                let _ = tx.send(r);
+            });
+            let this = PendingFrame { info, slot, submission, mapped };
+            if let Some(prev) = pending.replace(this) {
+                let frame = self.take_frame(gpu, prev.slot, prev.submission, &prev.mapped, n)?;
+                if on_step(prev.info, Some(frame)) == Flow::Cancel {
+                    self.drain(gpu, pending.take())?;
+                    return Ok(None);
+                }
             }
         }
+        if let Some(last) = pending.take() {
+            let frame = self.take_frame(gpu, last.slot, last.submission, &last.mapped, n)?;
+            let x = frame.x.clone();
+            if on_step(last.info, Some(frame)) == Flow::Cancel {
+                return Ok(None);
+            }
+            return Ok(Some(x));
+        }
         Ok(Some(gpu.read_f32(self.plan.sample())?))
+    }
+
+    /// Waits for a step's copy, reads its frame and unmaps the buffer.
+    fn take_frame(
+        &self,
+        gpu: &Gpu,
+        slot: usize,
+        submission: wgpu::SubmissionIndex,
+        mapped: &crossbeam_channel::Receiver<Result<(), wgpu::BufferAsyncError>>,
+        n: usize,
+    ) -> Result<Frame> {
+        gpu.device
+            .poll(wgpu::PollType::Wait { submission_index: Some(submission), timeout: None })
+            .map_err(|e| anyhow::anyhow!("waiting for the GPU: {e}"))?;
+        mapped
+            .recv()
+            .map_err(|_| anyhow::anyhow!("GPU readback was dropped"))?
+            .map_err(|e| anyhow::anyhow!("GPU readback failed: {e}"))?;
+        let buf = &self.staging[slot];
+        let frame = {
+            let data = buf.slice(..).get_mapped_range().map_err(|e| anyhow::anyhow!("GPU readback failed: {e:?}"))?;
+            let all: &[f32] = bytemuck::cast_slice(&data);
+            Frame { x: all[..n].to_vec(), pred_x0: all[n..2 * n].to_vec(), model_output: all[2 * n..3 * n].to_vec() }
+        };
+        buf.unmap();
+        Ok(frame)
+    }
+
+    /// Finishes a step submitted but not shown (after a cancel), leaving the
+    /// staging buffers unmapped for the next run.
+    fn drain(&self, gpu: &Gpu, pending: Option<PendingFrame>) -> Result<()> {
+        if let Some(p) = pending {
+            let n = self.plan.sample().len;
+            self.take_frame(gpu, p.slot, p.submission, &p.mapped, n)?;
+        }
+        Ok(())
     }
 }

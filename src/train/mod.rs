@@ -9,4 +9,4 @@ pub mod schedule;
 pub mod trainer;
 
 pub use plan::{StepSettings, StepStats, TrainPlan};
-pub use trainer::{ModelSource, TrainEvent, TrainOptions, train};
+pub use trainer::{ModelSource, StepLog, TrainControl, TrainEvent, TrainOptions, TrainSummary, train};

@@ -7,11 +7,11 @@ use super::checkpoint::{self, Snapshot, TrainState};
 use super::data::Dataset;
 use super::plan::{StepSettings, TrainPlan};
 use super::schedule::{CosineSchedule, EmaSchedule};
-use crate::diffusion::{DdpmScheduler, Flow, Sampler};
+use crate::diffusion::{DdpmScheduler, Flow, NoiseStreams, Sampler};
 use crate::gpu::Gpu;
 use crate::image_io;
 use crate::kernels::optim::AdamW;
-use crate::model::{ForwardPlan, SchedulerConfig, UNetConfig, folder, unet::build_graph, weights};
+use crate::model::{ForwardPlan, SchedulerConfig, UNetConfig, folder, unet::build_graph};
 use crate::rng::Rng;
 use anyhow::{Context, Result, bail};
 use std::io::Write;
@@ -91,19 +91,62 @@ pub struct StepLog {
     pub seconds: f64,
 }
 
-pub enum TrainEvent<'a> {
+/// What the run reports. Events own their data, so a worker thread can send
+/// them over a channel as they are.
+#[derive(Clone, Debug)]
+pub enum TrainEvent {
+    /// Data and model are ready; the first step is next.
     Started {
         images: usize,
-        skipped: &'a [(PathBuf, String)],
+        /// Files in the data folder that could not be used, and why.
+        skipped: Vec<(PathBuf, String)>,
         total_steps: u64,
         steps_per_epoch: u64,
         resumed_from: Option<u64>,
         parameters: usize,
         gpu_bytes: u64,
     },
+    /// Something the user should know that does not stop the run.
+    Warning(String),
     Step(StepLog),
-    Checkpoint(&'a Path),
-    Samples(&'a Path),
+    /// A checkpoint folder was written (after `step` steps).
+    Checkpoint { step: u64, path: PathBuf },
+    /// A preview grid was sampled with the EMA weights from the fixed sample seed.
+    Samples {
+        step: u64,
+        /// The PNG grid written into the run folder.
+        path: PathBuf,
+        /// The images, (batch, channels, height, width) in [-1, 1].
+        images: Vec<f32>,
+        batch: u32,
+        channels: u32,
+        height: u32,
+        width: u32,
+    },
+}
+
+/// What the caller asks of the run after an event; the run acts on it
+/// before the next step.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct TrainControl {
+    /// Stop after writing a checkpoint of the current step.
+    pub stop: bool,
+    /// Sample a preview grid now.
+    pub sample_now: bool,
+    /// Write a checkpoint now.
+    pub checkpoint_now: bool,
+}
+
+impl TrainControl {
+    pub const CONTINUE: TrainControl = TrainControl { stop: false, sample_now: false, checkpoint_now: false };
+
+    fn merge(self, o: TrainControl) -> TrainControl {
+        TrainControl {
+            stop: self.stop || o.stop,
+            sample_now: self.sample_now || o.sample_now,
+            checkpoint_now: self.checkpoint_now || o.checkpoint_now,
+        }
+    }
 }
 
 pub struct TrainSummary {
@@ -190,8 +233,11 @@ fn open_log(run: &Path, resume_step: Option<u64>) -> Result<std::fs::File> {
     std::fs::OpenOptions::new().append(true).open(&path).with_context(|| format!("opening {}", path.display()))
 }
 
-/// Trains as `opts` says, reporting each step to `on_event`, which may cancel.
-pub fn train(gpu: Arc<Gpu>, opts: &TrainOptions, mut on_event: impl FnMut(TrainEvent) -> Flow) -> Result<TrainSummary> {
+/// Trains as `opts` says, reporting each step to `on_event`, whose answer
+/// can stop the run (after a checkpoint), or ask for a preview or a
+/// checkpoint now. A loss that is not finite stops the run with an error;
+/// the checkpoints already written are kept.
+pub fn train(gpu: Arc<Gpu>, opts: &TrainOptions, mut on_event: impl FnMut(TrainEvent) -> TrainControl) -> Result<TrainSummary> {
     let start = starting_point(opts)?;
     let (config, sched_cfg) = (start.config.clone(), start.scheduler.clone());
     let graph = build_graph(&config);
@@ -215,12 +261,12 @@ pub fn train(gpu: Arc<Gpu>, opts: &TrainOptions, mut on_event: impl FnMut(TrainE
     let total = match &start.state {
         Some(s) => {
             if s.images != data.len {
-                eprintln!(
-                    "warning: the checkpoint was trained on {} images, {} has {}; the run will not continue exactly",
+                on_event(TrainEvent::Warning(format!(
+                    "the checkpoint was trained on {} images, {} has {}; the run will not continue exactly",
                     s.images,
                     opts.data.display(),
                     data.len
-                );
+                )));
             }
             s.total_steps
         }
@@ -241,7 +287,7 @@ pub fn train(gpu: Arc<Gpu>, opts: &TrainOptions, mut on_event: impl FnMut(TrainE
     }
     on_event(TrainEvent::Started {
         images: data.len,
-        skipped: &data.skipped,
+        skipped: data.skipped.clone(),
         total_steps: total,
         steps_per_epoch,
         resumed_from: start.state.as_ref().map(|s| s.step),
@@ -278,24 +324,23 @@ pub fn train(gpu: Arc<Gpu>, opts: &TrainOptions, mut on_event: impl FnMut(TrainE
         Ok(dest)
     };
     let mut sampler: Option<Sampler> = None;
-    let mut write_samples = |step: u64| -> Result<PathBuf> {
+    let mut write_samples = |step: u64| -> Result<(PathBuf, Vec<f32>)> {
         if sampler.is_none() {
             let store = plan.ema.as_ref().unwrap_or(&plan.params);
             let fp = ForwardPlan::build(&gpu, &graph, &config, store, opts.sample_batch, false)?;
             sampler = Some(Sampler::with_plan(&gpu, fp, &sched_cfg, opts.sample_steps)?);
         }
         let s = sampler.as_mut().unwrap();
-        let n = (opts.sample_batch * 3 * h * w) as usize;
-        let mut rng = Rng::new(opts.sample_seed);
-        let x_t = rng.normal_vec(n);
-        let x0 = s.run(&gpu, &x_t, false, |_, _| rng.normal_vec(n), |_, _| Flow::Continue)?.expect("not cancelled");
+        let mut noise = NoiseStreams::new(opts.sample_seed, 0, opts.sample_batch as usize, (3 * h * w) as usize);
+        let x_t = noise.next_batch();
+        let x0 = s.run(&gpu, &x_t, false, |_, _| noise.next_batch(), |_, _| Flow::Continue)?.expect("not cancelled");
         let path = opts.out.join("samples").join(format!("step-{step:06}.png"));
         let img = image_io::grid(&x0, opts.sample_batch as usize, 3, h as usize, w as usize, Default::default());
         image_io::save_png(&img, &path)?;
-        Ok(path)
+        Ok((path, x0))
     };
 
-    let mut last_checkpoint = None;
+    let mut last_checkpoint: Option<(u64, PathBuf)> = None;
     let t0 = Instant::now();
     for step in first_step..total {
         let b = make_batch(&data, seed, step, steps_per_epoch, batch, sched_cfg.num_train_timesteps);
@@ -324,25 +369,28 @@ pub fn train(gpu: Arc<Gpu>, opts: &TrainOptions, mut on_event: impl FnMut(TrainE
         };
         writeln!(log, "{},{},{},{:e},{},{:.3}", done, entry.epoch, stats.loss, settings.lr, stats.grad_norm, entry.seconds)
             .with_context(|| format!("writing {}", opts.out.join("loss.csv").display()))?;
-        let mut flow = on_event(TrainEvent::Step(entry));
-        if opts.checkpoint_every > 0 && done % opts.checkpoint_every == 0 || done == total {
+        let mut control = on_event(TrainEvent::Step(entry));
+        let scheduled_checkpoint = opts.checkpoint_every > 0 && done % opts.checkpoint_every == 0 || done == total;
+        if scheduled_checkpoint || control.checkpoint_now {
             let p = save(done)?;
-            flow = match on_event(TrainEvent::Checkpoint(&p)) {
-                Flow::Cancel => Flow::Cancel,
-                _ => flow,
-            };
-            last_checkpoint = Some(p);
+            control = control.merge(on_event(TrainEvent::Checkpoint { step: done, path: p.clone() }));
+            last_checkpoint = Some((done, p));
         }
-        if opts.sample_every > 0 && done % opts.sample_every == 0 || done == total {
-            let p = write_samples(done)?;
-            flow = match on_event(TrainEvent::Samples(&p)) {
-                Flow::Cancel => Flow::Cancel,
-                _ => flow,
-            };
+        if opts.sample_every > 0 && done % opts.sample_every == 0 || done == total || control.sample_now {
+            let (path, images) = write_samples(done)?;
+            let (batch, channels) = (opts.sample_batch, 3);
+            let ev = TrainEvent::Samples { step: done, path, images, batch, channels, height: h, width: w };
+            control = control.merge(on_event(ev));
         }
-        if flow == Flow::Cancel {
-            return Ok(TrainSummary { steps_done: done, last_checkpoint, cancelled: true });
+        if control.stop {
+            // Stopping never loses steps: the current state is saved first.
+            if last_checkpoint.as_ref().is_none_or(|(s, _)| *s != done) {
+                let p = save(done)?;
+                on_event(TrainEvent::Checkpoint { step: done, path: p.clone() });
+                last_checkpoint = Some((done, p));
+            }
+            return Ok(TrainSummary { steps_done: done, last_checkpoint: last_checkpoint.map(|c| c.1), cancelled: true });
         }
     }
-    Ok(TrainSummary { steps_done: total, last_checkpoint, cancelled: false })
+    Ok(TrainSummary { steps_done: total, last_checkpoint: last_checkpoint.map(|c| c.1), cancelled: false })
 }
