@@ -4,10 +4,12 @@
 //! Data flows one way: weights and images in, through the GPU, frames and
 //! checkpoints out. [`gpu`] owns the device; [`kernels`] records ops;
 //! [`reference`] defines them on the CPU; [`model`] turns a diffusers config
-//! into an op list; [`diffusion`] samples.
+//! into an op list; [`diffusion`] samples; [`train`] trains. [`worker`] is
+//! the thread that owns all of that for the window, [`app`].
 
 pub mod app;
 pub mod diffusion;
+pub mod export;
 pub mod gpu;
 pub mod image_io;
 pub mod kernels;
@@ -16,3 +18,4 @@ pub mod reference;
 pub mod rng;
 pub mod shaders;
 pub mod train;
+pub mod worker;

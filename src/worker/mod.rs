@@ -1,0 +1,371 @@
+//! The background thread that owns the GPU, the model, the sampler and the
+//! trainer. The window sends [`Command`]s and receives [`Event`]s; after each
+//! event the worker calls the `notify` hook (the window's
+//! `ctx.request_repaint()`), so the window wakes up for it.
+//!
+//! One GPU, one thread: a generation and a training run never overlap. While
+//! a run is going, the worker looks at its commands between steps (cancel,
+//! pause, stop, sample now, checkpoint now) and answers others with an error
+//! that says why they have to wait.
+
+pub mod protocol;
+
+pub use protocol::{Command, Event, GenerateRequest, ModelInfo, SchedulerChoice, StepFrame, TrainRequest, TrainStart};
+
+use crate::diffusion::{Flow, NoiseStreams, Sampler};
+use crate::export::Image8;
+use crate::gpu::{Gpu, GpuOptions};
+use crate::model::{SchedulerConfig, UNet, UNetConfig, folder};
+use crate::train::{ModelSource, TrainControl, TrainEvent, TrainOptions};
+use anyhow::{Context, Result, bail};
+use crossbeam_channel::{Receiver, Sender};
+use std::path::Path;
+use std::sync::Arc;
+use std::time::Instant;
+
+/// The window's end of the worker: send commands, drain events. Dropping it
+/// shuts the worker down (a training run is stopped with a checkpoint) and
+/// waits for it.
+pub struct WorkerHandle {
+    pub commands: Sender<Command>,
+    pub events: Receiver<Event>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl WorkerHandle {
+    /// Sends a command; a worker that has ended is reported as an error event
+    /// on the next drain rather than a panic.
+    pub fn send(&self, c: Command) {
+        let _ = self.commands.send(c);
+    }
+
+    /// Whether the thread has ended (it only ends on Shutdown or a panic).
+    pub fn is_finished(&self) -> bool {
+        self.thread.as_ref().is_none_or(|t| t.is_finished())
+    }
+}
+
+impl Drop for WorkerHandle {
+    fn drop(&mut self) {
+        let _ = self.commands.send(Command::Shutdown);
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+}
+
+/// Starts the worker thread. It opens the GPU first and reports the adapter
+/// (or the error) as its first event.
+pub fn spawn(gpu: GpuOptions, notify: impl Fn() + Send + 'static) -> WorkerHandle {
+    let (cmd_tx, cmd_rx) = crossbeam_channel::unbounded();
+    let (ev_tx, ev_rx) = crossbeam_channel::unbounded();
+    let thread = std::thread::Builder::new()
+        .name("petal-worker".into())
+        .spawn(move || {
+            let mut w = Worker { commands: cmd_rx, events: ev_tx, notify: Box::new(notify), gpu: None, model: None, sampler: None };
+            w.run(gpu);
+        })
+        .expect("spawning the worker thread");
+    WorkerHandle { commands: cmd_tx, events: ev_rx, thread: Some(thread) }
+}
+
+struct Loaded {
+    unet: UNet,
+    scheduler: SchedulerConfig,
+}
+
+/// A sampler kept between generations of the same shape (its buffers and
+/// bind groups are the expensive part).
+struct CachedSampler {
+    batch: u32,
+    steps: u32,
+    sampler: Sampler,
+}
+
+struct Worker {
+    commands: Receiver<Command>,
+    events: Sender<Event>,
+    notify: Box<dyn Fn() + Send>,
+    gpu: Option<Arc<Gpu>>,
+    model: Option<Loaded>,
+    sampler: Option<CachedSampler>,
+}
+
+/// What a command that arrives mid-run means for the run.
+enum MidRun {
+    Nothing,
+    Cancel,
+    Shutdown,
+}
+
+impl Worker {
+    fn send(&self, e: Event) {
+        let _ = self.events.send(e);
+        (self.notify)();
+    }
+
+    fn run(&mut self, gpu: GpuOptions) {
+        match Gpu::new(&gpu) {
+            Ok(g) => {
+                self.send(Event::Adapter(g.describe()));
+                self.gpu = Some(g);
+            }
+            Err(e) => self.send(Event::Error(format!("{e:#}"))),
+        }
+        while let Ok(cmd) = self.commands.recv() {
+            let result = match cmd {
+                Command::Shutdown => return,
+                Command::LoadModel(dir) => self.load_model(&dir),
+                Command::Generate(req) => match self.generate(&req) {
+                    Ok(MidRun::Shutdown) => return,
+                    Ok(_) => Ok(()),
+                    Err(e) => Err(e),
+                },
+                Command::ScanData(dir) => self.scan_data(&dir),
+                Command::StartTraining(req) => match self.train(&req) {
+                    Ok(MidRun::Shutdown) => return,
+                    Ok(_) => Ok(()),
+                    Err(e) => Err(e),
+                },
+                // Run controls with no run going: nothing to do.
+                Command::Cancel | Command::Pause | Command::Resume | Command::Stop | Command::SampleNow | Command::CheckpointNow => Ok(()),
+            };
+            if let Err(e) = result {
+                self.send(Event::Error(format!("{e:#}")));
+            }
+        }
+    }
+
+    fn gpu(&self) -> Result<Arc<Gpu>> {
+        match &self.gpu {
+            Some(g) => Ok(g.clone()),
+            None => bail!("no GPU is open (see the first error); restart Petal once a Vulkan, Metal or DX12 driver is installed"),
+        }
+    }
+
+    fn load_model(&mut self, dir: &Path) -> Result<()> {
+        let gpu = self.gpu()?;
+        let m = folder::load(dir, None)?;
+        let stored = if m.files.weights.to_string_lossy().contains(".fp16.") { "fp16 (widened to fp32 on load)" } else { "fp32" };
+        let (height, width) = m.config.sample_hw();
+        let unet = UNet::from_loaded(gpu, &m)?;
+        let info = ModelInfo {
+            name: m.name.clone(),
+            dir: dir.to_path_buf(),
+            parameters: unet.graph.num_parameters(),
+            precision: stored.into(),
+            channels: m.config.in_channels,
+            height,
+            width,
+            num_train_timesteps: m.scheduler.num_train_timesteps,
+        };
+        // The old model's sampler points at the old weights.
+        self.sampler = None;
+        self.model = Some(Loaded { unet, scheduler: m.scheduler });
+        self.send(Event::ModelLoaded(info));
+        Ok(())
+    }
+
+    /// Looks at the commands that came in during a run. Run controls are
+    /// answered by `on_control`; anything else is refused with the reason.
+    fn poll_mid_run(&self, busy: &str, mut on_control: impl FnMut(&Command) -> bool) -> MidRun {
+        while let Ok(c) = self.commands.try_recv() {
+            match c {
+                Command::Shutdown => return MidRun::Shutdown,
+                Command::Cancel if busy == "generating" => return MidRun::Cancel,
+                c if on_control(&c) => {}
+                Command::Cancel | Command::Pause | Command::Resume | Command::Stop | Command::SampleNow | Command::CheckpointNow => {}
+                other => self.send(Event::Error(format!(
+                    "{}: wait until {busy} ends ({})",
+                    command_name(&other),
+                    if busy == "training" { "Pause keeps the model in memory; Stop writes a checkpoint" } else { "Cancel stops it" }
+                ))),
+            }
+        }
+        MidRun::Nothing
+    }
+
+    fn generate(&mut self, req: &GenerateRequest) -> Result<MidRun> {
+        let gpu = self.gpu()?;
+        let Some(model) = &self.model else { bail!("no model is loaded: open a model folder first") };
+        if req.count == 0 || req.count > 64 {
+            bail!("images: {} is outside 1..=64", req.count);
+        }
+        let train_steps = model.scheduler.num_train_timesteps;
+        if req.steps == 0 || req.steps > train_steps {
+            bail!("steps: {} is outside 1..={train_steps} (the model's num_train_timesteps)", req.steps);
+        }
+        let cfg = &model.unet.config;
+        let (c, (h, w)) = (cfg.out_channels as usize, cfg.sample_hw());
+        let (h, w) = (h as usize, w as usize);
+        let reuse = self.sampler.as_ref().is_some_and(|s| s.batch == req.count && s.steps == req.steps);
+        if !reuse {
+            self.sampler = None; // free the old buffers first
+            let sampler = Sampler::new(&model.unet, &model.scheduler, req.count, req.steps)
+                .with_context(|| format!("preparing {} images of {}x{}", req.count, h, w))?;
+            self.sampler = Some(CachedSampler { batch: req.count, steps: req.steps, sampler });
+        }
+        self.send(Event::GenerationStarted(req.clone()));
+        let per_image = cfg.in_channels as usize * h * w;
+        let mut noise = NoiseStreams::new(req.seed, 0, req.count as usize, per_image);
+        let x_t = noise.next_batch();
+        let started = Instant::now();
+        let mut last = Instant::now();
+        let mut reached = 0;
+        let mut outcome = MidRun::Nothing;
+        let mut sampler = self.sampler.take().expect("sampler prepared above");
+        let batch = req.count as usize;
+        let result = sampler.sampler.run(&gpu, &x_t, true, |_, _| noise.next_batch(), |info, frame| {
+            let f = frame.expect("frames asked for");
+            let millis = last.elapsed().as_secs_f64() * 1e3;
+            last = Instant::now();
+            reached = info.index + 1;
+            self.send(Event::Step(StepFrame {
+                index: info.index,
+                num_steps: info.num_steps,
+                timestep: info.timestep,
+                x: Image8::from_batch(&f.x, batch, c, h, w),
+                pred_x0: Image8::from_batch(&f.pred_x0, batch, c, h, w),
+                millis,
+            }));
+            outcome = self.poll_mid_run("generating", |_| false);
+            match outcome {
+                MidRun::Nothing => Flow::Continue,
+                _ => Flow::Cancel,
+            }
+        });
+        self.sampler = Some(sampler);
+        let done = result?;
+        let interrupted_at = if done.is_none() { Some(reached) } else { None };
+        self.send(Event::GenerationDone { interrupted_at, seconds: started.elapsed().as_secs_f64() });
+        Ok(outcome)
+    }
+
+    fn scan_data(&mut self, dir: &Path) -> Result<()> {
+        // The count the run will see: images decoded at the size it trains on.
+        let (h, w) = self.model.as_ref().map_or((32, 32), |m| m.unet.config.sample_hw());
+        let data = crate::train::data::Dataset::load(dir, h, w)?;
+        self.send(Event::DataScanned { dir: dir.to_path_buf(), images: data.len, skipped: data.skipped });
+        Ok(())
+    }
+
+    fn train(&mut self, req: &TrainRequest) -> Result<MidRun> {
+        let gpu = self.gpu()?;
+        let source = match &req.start {
+            TrainStart::Model(dir) => ModelSource::Init { dir: dir.clone(), variant: None },
+            TrainStart::Resume(dir) => ModelSource::Resume(dir.clone()),
+            TrainStart::Config(name) => match UNetConfig::builtin(name) {
+                Some(c) => ModelSource::Config(Box::new(c)),
+                None => bail!("no built-in architecture {name:?} (tiny, small, cifar10-32)"),
+            },
+        };
+        let mut opts = TrainOptions::new(req.data.clone(), req.out.clone(), source);
+        opts.epochs = req.epochs;
+        opts.max_steps = req.max_steps;
+        opts.batch = req.batch;
+        opts.lr = req.lr;
+        opts.warmup = req.warmup;
+        opts.checkpoint_every = req.checkpoint_every;
+        opts.sample_every = req.sample_every;
+        opts.seed = req.seed;
+        // Generation's sampler would hold GPU memory the run may need.
+        self.sampler = None;
+        let mut outcome = MidRun::Nothing;
+        // Kept across events: a pause lasts until Resume or Stop, also
+        // through a "sample now" done while paused.
+        let mut paused = false;
+        let summary = crate::train::train(gpu, &opts, |ev| {
+            let mut control = TrainControl::CONTINUE;
+            match ev {
+                TrainEvent::Started { images, skipped, total_steps, steps_per_epoch, resumed_from, parameters, gpu_bytes } => {
+                    self.send(Event::TrainStarted { images, skipped, total_steps, steps_per_epoch, resumed_from, parameters, gpu_bytes })
+                }
+                TrainEvent::Warning(w) => self.send(Event::Warning(w)),
+                TrainEvent::Step(s) => self.send(Event::TrainStep(s)),
+                TrainEvent::Checkpoint { step, path } => self.send(Event::Checkpoint { step, path }),
+                TrainEvent::Samples { step, images, batch, channels, height, width, .. } => {
+                    let images = Image8::from_batch(&images, batch as usize, channels as usize, height as usize, width as usize);
+                    self.send(Event::TrainPreview { step, images });
+                }
+            }
+            loop {
+                let mid = self.poll_mid_run("training", |c| {
+                    match c {
+                        Command::Pause if !paused => {
+                            paused = true;
+                            self.send(Event::TrainPaused(true));
+                        }
+                        Command::Resume if paused => {
+                            paused = false;
+                            self.send(Event::TrainPaused(false));
+                        }
+                        Command::Stop => {
+                            control.stop = true;
+                            paused = false;
+                        }
+                        Command::SampleNow => control.sample_now = true,
+                        Command::CheckpointNow => control.checkpoint_now = true,
+                        _ => return false,
+                    }
+                    true
+                });
+                if let MidRun::Shutdown = mid {
+                    outcome = MidRun::Shutdown;
+                    control.stop = true;
+                    paused = false;
+                }
+                if !paused {
+                    break;
+                }
+                // Paused: sleep until the next command rather than spin.
+                match self.commands.recv() {
+                    Ok(Command::Resume) => {
+                        paused = false;
+                        self.send(Event::TrainPaused(false));
+                        break;
+                    }
+                    Ok(Command::Stop) => {
+                        control.stop = true;
+                        self.send(Event::TrainPaused(false));
+                        break;
+                    }
+                    Ok(Command::Shutdown) | Err(_) => {
+                        outcome = MidRun::Shutdown;
+                        control.stop = true;
+                        break;
+                    }
+                    Ok(Command::SampleNow) => control.sample_now = true,
+                    Ok(Command::CheckpointNow) => control.checkpoint_now = true,
+                    Ok(Command::Pause | Command::Cancel) => {}
+                    Ok(other) => self.send(Event::Error(format!(
+                        "{}: wait until training ends (it is paused; Resume or Stop)",
+                        command_name(&other)
+                    ))),
+                }
+                if control.sample_now || control.checkpoint_now {
+                    // Do what was asked now; the next event comes back to the pause.
+                    break;
+                }
+            }
+            control
+        })?;
+        self.send(Event::TrainDone { steps_done: summary.steps_done, last_checkpoint: summary.last_checkpoint, stopped: summary.cancelled });
+        Ok(outcome)
+    }
+}
+
+fn command_name(c: &Command) -> &'static str {
+    match c {
+        Command::LoadModel(_) => "opening a model",
+        Command::Generate(_) => "generating",
+        Command::Cancel => "cancel",
+        Command::ScanData(_) => "scanning a data folder",
+        Command::StartTraining(_) => "starting training",
+        Command::Pause => "pause",
+        Command::Resume => "resume",
+        Command::Stop => "stop",
+        Command::SampleNow => "sample now",
+        Command::CheckpointNow => "checkpoint now",
+        Command::Shutdown => "shutdown",
+    }
+}

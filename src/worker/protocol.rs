@@ -1,0 +1,146 @@
+//! What the window and the worker say to each other. Every message is an
+//! owned, `Send` value with no wgpu or egui types in it, so it crosses a
+//! crossbeam channel as it is.
+
+use crate::export::Image8;
+use crate::train::StepLog;
+use std::path::PathBuf;
+
+/// The scheduler a generation runs.
+#[derive(Clone, Copy, Debug, PartialEq, serde::Serialize, serde::Deserialize)]
+pub enum SchedulerChoice {
+    /// DDPMScheduler, as the model's DDPMPipeline samples.
+    Ddpm,
+}
+
+impl SchedulerChoice {
+    pub fn name(self) -> &'static str {
+        match self {
+            SchedulerChoice::Ddpm => "DDPM",
+        }
+    }
+}
+
+/// One batch to generate.
+#[derive(Clone, Debug, PartialEq)]
+pub struct GenerateRequest {
+    /// Images in the batch (1..=64).
+    pub count: u32,
+    /// Denoising steps (1..=num_train_timesteps).
+    pub steps: u32,
+    /// Image `i` draws its noise from (seed + i): the same image in any batch.
+    pub seed: u64,
+    pub scheduler: SchedulerChoice,
+}
+
+/// Where a training run's weights start.
+#[derive(Clone, Debug, PartialEq)]
+pub enum TrainStart {
+    /// Fine-tune a diffusers model folder.
+    Model(PathBuf),
+    /// Fresh weights of a built-in architecture (tiny, small, cifar10-32).
+    Config(String),
+    /// Continue a Petal checkpoint exactly.
+    Resume(PathBuf),
+}
+
+/// A training run as the window sets it up; the numbers default to the
+/// seed's recipe ([`crate::train::TrainOptions::new`]).
+#[derive(Clone, Debug, PartialEq)]
+pub struct TrainRequest {
+    pub data: PathBuf,
+    pub out: PathBuf,
+    pub start: TrainStart,
+    pub epochs: u64,
+    pub max_steps: Option<u64>,
+    pub batch: u32,
+    pub lr: f64,
+    pub warmup: u64,
+    pub checkpoint_every: u64,
+    pub sample_every: u64,
+    pub seed: u64,
+}
+
+/// From the window to the worker.
+#[derive(Clone, Debug, PartialEq)]
+pub enum Command {
+    /// Load a diffusers model folder for generation.
+    LoadModel(PathBuf),
+    Generate(GenerateRequest),
+    /// Stop a generation between steps, keeping the steps reached.
+    Cancel,
+    /// Count the usable images of a data folder (and say which are skipped).
+    ScanData(PathBuf),
+    StartTraining(TrainRequest),
+    /// Hold the run between steps; the model stays in memory.
+    Pause,
+    Resume,
+    /// Write a checkpoint, then end the run.
+    Stop,
+    SampleNow,
+    CheckpointNow,
+    /// End the thread; a training run is stopped with a checkpoint first.
+    Shutdown,
+}
+
+/// A model the worker holds, as the window shows it.
+#[derive(Clone, Debug, PartialEq)]
+pub struct ModelInfo {
+    pub name: String,
+    pub dir: PathBuf,
+    pub parameters: usize,
+    /// The stored weight type ("fp32", "fp16"), and how it runs.
+    pub precision: String,
+    pub channels: u32,
+    pub height: u32,
+    pub width: u32,
+    pub num_train_timesteps: u32,
+}
+
+/// One denoising step of the whole batch, as 8-bit images.
+#[derive(Clone, Debug)]
+pub struct StepFrame {
+    /// 0-based step index.
+    pub index: usize,
+    pub num_steps: usize,
+    /// The timestep this step denoised from.
+    pub timestep: u32,
+    /// x_{t-1}, the scheduler's prev_sample, one image per batch entry.
+    pub x: Vec<Image8>,
+    /// The model's prediction of the clean image (pred_original_sample).
+    pub pred_x0: Vec<Image8>,
+    /// Wall time of this step, as the worker saw it.
+    pub millis: f64,
+}
+
+/// From the worker to the window.
+#[derive(Clone, Debug)]
+pub enum Event {
+    /// The GPU is open: "llvmpipe (Vulkan, software renderer on the CPU, cpu kernels)".
+    Adapter(String),
+    ModelLoaded(ModelInfo),
+    GenerationStarted(GenerateRequest),
+    Step(StepFrame),
+    /// The batch is done, or was cancelled after `interrupted_at` steps.
+    GenerationDone { interrupted_at: Option<usize>, seconds: f64 },
+    DataScanned { dir: PathBuf, images: usize, skipped: Vec<(PathBuf, String)> },
+    TrainStarted {
+        images: usize,
+        skipped: Vec<(PathBuf, String)>,
+        total_steps: u64,
+        steps_per_epoch: u64,
+        resumed_from: Option<u64>,
+        parameters: usize,
+        gpu_bytes: u64,
+    },
+    TrainStep(StepLog),
+    TrainPreview { step: u64, images: Vec<Image8> },
+    Checkpoint { step: u64, path: PathBuf },
+    TrainPaused(bool),
+    /// The run ended: finished, or stopped by the user (`stopped`).
+    TrainDone { steps_done: u64, last_checkpoint: Option<PathBuf>, stopped: bool },
+    /// Worth saying, not an error (a skipped image, a resume mismatch).
+    Warning(String),
+    /// What failed, in one readable line that names the file or the limit.
+    Error(String),
+}

@@ -1,0 +1,211 @@
+//! The window, driven through egui_kittest with the real worker thread on
+//! the real adapter (lavapipe in CI) and the tiny `mini` fixture model.
+//! Widgets are found by their labels, as a person finds them.
+
+use egui_kittest::Harness;
+use egui_kittest::kittest::Queryable;
+use petal::app::{Launch, PetalApp, Settings, StartChoice};
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+fn fixture(name: &str) -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures").join(name)
+}
+
+fn settings(count: u32, steps: u32) -> Settings {
+    let mut s = Settings::default();
+    s.generate.count = count;
+    s.generate.steps = steps;
+    s.generate.seed = 3;
+    s
+}
+
+fn harness(settings: Settings, model: Option<PathBuf>) -> Harness<'static, PetalApp> {
+    Harness::builder().with_size(egui::vec2(1280.0, 860.0)).build_ui_state(
+        |ui, app: &mut PetalApp| {
+            let ctx = ui.ctx().clone();
+            app.logic(&ctx);
+            app.ui(ui);
+        },
+        {
+            let ctx = egui::Context::default();
+            PetalApp::new(&ctx, settings, Launch { model, ..Default::default() })
+        },
+    )
+}
+
+/// Steps the window until `done` holds (the worker runs on its own thread).
+fn run_until(h: &mut Harness<'static, PetalApp>, what: &str, secs: u64, done: impl Fn(&PetalApp) -> bool) {
+    let start = Instant::now();
+    loop {
+        h.step();
+        if done(h.state()) {
+            return;
+        }
+        if start.elapsed() > Duration::from_secs(secs) {
+            panic!("timed out waiting for {what}; errors shown: {:?}", h.state().errors);
+        }
+        std::thread::sleep(Duration::from_millis(5));
+    }
+}
+
+#[test]
+fn generate_fills_the_grid_step_by_step_replays_and_exports() {
+    let mut h = harness(settings(4, 8), Some(fixture("mini")));
+    run_until(&mut h, "the model", 120, |a| a.model.is_some() && a.adapter.is_some());
+    assert!(h.state().errors.is_empty(), "{:?}", h.state().errors);
+    h.get_by_label("mini");
+    h.get_by_label_contains("parameters");
+    h.get_by_label("▶ Generate").click();
+    run_until(&mut h, "the generation", 300, |a| !a.generation.running && a.generation.frames.len() == 8);
+    // Every step arrived as its own frame, in order, each with the whole batch.
+    let g = &h.state().generation;
+    let seen: Vec<usize> = g.frames.iter().map(|f| f.index).collect();
+    assert_eq!(seen, (0..8).collect::<Vec<_>>());
+    assert!(g.frames.iter().all(|f| f.x.len() == 4 && f.pred_x0.len() == 4 && f.num_steps == 8));
+    assert_eq!(g.interrupted_at, None);
+    // The noise is still visible at the first step and gone at the last.
+    assert_ne!(g.frames[0].x[0], g.frames[7].x[0]);
+    assert_eq!(g.frames[7].x[0], g.frames[7].pred_x0[0], "at t = 0 the sample is the prediction");
+    h.run_steps(2);
+    h.get_by_label_contains("Step 8/8");
+
+    // The replay slider shows an earlier step.
+    h.get_by_label("step").set_value_accesskit(3.0);
+    h.run_steps(2);
+    assert_eq!(h.state().generation.shown_step(), Some(2));
+    h.get_by_label("Follow newest").click();
+    h.run_steps(2);
+    assert_eq!(h.state().generation.shown_step(), Some(7));
+
+    // Select images (click, Ctrl-click) and export them; the PNG records the settings.
+    let dir = tempfile::tempdir().unwrap();
+    h.state_mut().generation.click(1, egui::Modifiers::NONE);
+    h.state_mut().generation.click(3, egui::Modifiers::COMMAND);
+    h.run_steps(2);
+    h.get_by_label("Export 2 selected…");
+    h.get_by_label("Image 1"); // the large view of the clicked image
+    let written = h.state().generation.export_selected(&dir.path().join("flower.png"), petal::app::View::Both, 4).unwrap();
+    assert_eq!(written, vec![dir.path().join("flower-1.png"), dir.path().join("flower-3.png")]);
+    let text = petal::export::read_parameters(&written[0]).unwrap().expect("a parameters chunk");
+    assert!(text.starts_with("Steps: 8, Sampler: DDPM, Seed: 3, Image: 1, Model: mini"), "{text}");
+    let png = image::open(&written[0]).unwrap();
+    assert_eq!(png.width(), 4 * h.state().model.as_ref().unwrap().width);
+    // The image alone, regenerated in a batch of 1 from the same seed and index, is the same image.
+    let exported = h.state().generation.frames[7].x[1].clone();
+    h.state_mut().settings.generate.count = 1;
+    h.state_mut().settings.generate.seed = 4; // seed 3 + index 1 = seed 4 + index 0
+    h.get_by_label("▶ Generate").click();
+    run_until(&mut h, "the single image", 300, |a| !a.generation.running && a.generation.frames.len() == 8);
+    let alone = &h.state().generation.frames[7].x[0];
+    let max_diff = exported.data.iter().zip(&alone.data).map(|(a, b)| (*a as i32 - *b as i32).abs()).max().unwrap();
+    assert!(max_diff <= 1, "image 1 of seed 3 differs from image 0 of seed 4 by {max_diff}/255");
+    let grid = dir.path().join("grid.png");
+    h.state().generation.export_grid(&grid, petal::app::View::Both, 1).unwrap();
+    assert!(petal::export::read_parameters(&grid).unwrap().unwrap().contains("Images: 1"));
+}
+
+#[test]
+fn cancel_keeps_the_steps_reached() {
+    let mut h = harness(settings(2, 400), Some(fixture("mini")));
+    run_until(&mut h, "the model", 120, |a| a.model.is_some());
+    h.get_by_label("▶ Generate").click();
+    run_until(&mut h, "a few steps", 300, |a| a.generation.frames.len() >= 3);
+    h.key_press(egui::Key::Escape);
+    run_until(&mut h, "the cancel", 120, |a| !a.generation.running);
+    let g = &h.state().generation;
+    let k = g.interrupted_at.expect("marked as interrupted");
+    assert!(k >= 3 && k < 400, "interrupted at {k}");
+    assert_eq!(g.frames.len(), k, "every step reached is kept");
+    h.run_steps(2);
+    h.get_by_label_contains(&format!("interrupted at step {k}"));
+    let dir = tempfile::tempdir().unwrap();
+    h.state_mut().generation.click(0, egui::Modifiers::NONE);
+    let p = &h.state().generation.export_selected(&dir.path().join("a.png"), petal::app::View::Both, 1).unwrap()[0];
+    let text = petal::export::read_parameters(p).unwrap().unwrap();
+    assert!(text.contains(&format!("Interrupted at step: {k}")), "{text}");
+}
+
+#[test]
+fn a_bad_model_folder_is_an_error_in_the_window_and_the_app_goes_on() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut h = harness(settings(1, 2), Some(dir.path().join("nowhere")));
+    run_until(&mut h, "the error", 120, |a| !a.errors.is_empty());
+    assert!(h.state().errors[0].contains("no such model folder"), "{:?}", h.state().errors);
+    h.run_steps(2);
+    h.get_by_label_contains("no such model folder");
+    // A corrupt weights file names the file.
+    let bad = dir.path().join("bad");
+    std::fs::create_dir_all(bad.join("unet")).unwrap();
+    std::fs::copy(fixture("mini/unet/config.json"), bad.join("unet/config.json")).unwrap();
+    std::fs::write(bad.join("unet/diffusion_pytorch_model.safetensors"), b"\x10\x00\x00\x00\x00\x00\x00\x00{}").unwrap();
+    h.state_mut().open_model(bad);
+    run_until(&mut h, "the second error", 120, |a| a.errors.len() == 2);
+    assert!(h.state().errors[1].contains("diffusion_pytorch_model.safetensors"), "{:?}", h.state().errors);
+    // Dismiss both, then a good model still opens and generates.
+    h.run_steps(2);
+    for _ in 0..2 {
+        h.get_all_by_label("✖").next().unwrap().click();
+        h.run_steps(2);
+    }
+    assert!(h.state().errors.is_empty());
+    h.state_mut().open_model(fixture("mini"));
+    run_until(&mut h, "the good model", 120, |a| a.model.is_some());
+    h.get_by_label("▶ Generate").click();
+    run_until(&mut h, "a generation", 300, |a| !a.generation.running && a.generation.frames.len() == 2);
+}
+
+#[test]
+fn train_tab_starts_pauses_resumes_and_stops_with_a_checkpoint() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut s = settings(1, 2);
+    s.train.data = Some(Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/data/flowers"));
+    s.train.out = Some(dir.path().join("run"));
+    s.train.start = StartChoice::CurrentModel;
+    s.train.batch = 4;
+    s.train.max_steps = 10_000;
+    s.train.warmup = 2;
+    s.train.checkpoint_every = 0;
+    s.train.sample_every = 0;
+    let mut h = harness(s, Some(fixture("mini")));
+    run_until(&mut h, "the model", 120, |a| a.model.is_some());
+    h.get_by_label("Train").click();
+    h.run_steps(2);
+    h.get_by_label("▶ Start").click();
+    run_until(&mut h, "the first steps", 300, |a| a.training.log.len() >= 2);
+    assert_eq!(h.state().training.images, 24);
+    // Generation waits while training runs, and says why.
+    h.get_by_label("Generate").click();
+    h.run_steps(2);
+    assert!(h.query_by_label_contains("Training is using the GPU").is_some());
+    h.get_by_label("Train").click();
+    h.run_steps(2);
+
+    h.get_by_label("Pause").click();
+    run_until(&mut h, "the pause", 120, |a| a.training.paused);
+    let at = h.state().training.log.len();
+    let t = Instant::now();
+    while t.elapsed() < Duration::from_millis(700) {
+        h.step();
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    assert!(h.state().training.log.len() <= at + 1, "steps went on while paused");
+    h.get_by_label("Sample now").click();
+    run_until(&mut h, "the preview", 300, |a| a.training.preview.is_some());
+    assert!(h.state().training.paused, "sampling keeps the pause");
+    h.get_by_label("Resume").click();
+    run_until(&mut h, "more steps", 300, |a| !a.training.paused && a.training.log.len() >= at + 2);
+    h.get_by_label("Stop").click();
+    run_until(&mut h, "the stop", 300, |a| !a.training.is_running());
+    let tv = &h.state().training;
+    let (step, path) = tv.checkpoints.last().cloned().expect("a checkpoint on stop");
+    assert_eq!(step, tv.log.last().unwrap().step);
+    assert!(path.join("unet/diffusion_pytorch_model.safetensors").is_file());
+    assert!(path.join("training_state").is_dir());
+    h.run_steps(2);
+    h.get_by_label_contains("Stopped after step");
+    // The checkpoint opens in Generate.
+    h.get_by_label("Open in Generate").click();
+    run_until(&mut h, "the checkpoint as a model", 120, |a| a.model.as_ref().is_some_and(|m| m.dir == path));
+    assert!(h.state().errors.is_empty(), "{:?}", h.state().errors);
+}
