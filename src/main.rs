@@ -8,7 +8,17 @@ use clap::Parser;
 fn main() {
     let args = cli::Cli::parse();
     let result = match args.command {
-        Some(command) => cli::run(&args.gpu, command),
+        Some(command) => {
+            // Headless commands present nothing, so they keep away from the
+            // display server: Mesa's implicit device-selection Vulkan layer
+            // otherwise connects to Wayland to rank GPUs, and prints
+            // "error: XDG_RUNTIME_DIR is invalid or not set" where there is none.
+            if std::env::var_os("NODEVICE_SELECT").is_none() {
+                // SAFETY: no other thread exists yet.
+                unsafe { std::env::set_var("NODEVICE_SELECT", "1") };
+            }
+            cli::run(&args.gpu, command)
+        }
         None => args.gpu.options().and_then(|gpu| petal::app::run(petal::app::Launch { model: args.model, gpu })),
     };
     if let Err(e) = result {

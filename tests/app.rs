@@ -80,9 +80,11 @@ fn generate_fills_the_grid_step_by_step_replays_and_exports() {
 
     // Select images (click, Ctrl-click) and export them; the PNG records the settings.
     let dir = tempfile::tempdir().unwrap();
-    h.state_mut().generation.click(1, egui::Modifiers::NONE);
-    h.state_mut().generation.click(3, egui::Modifiers::COMMAND);
+    h.get_by_label("Select image 1").click();
     h.run_steps(2);
+    h.get_by_label("Select image 3").click_modifiers(egui::Modifiers::COMMAND);
+    h.run_steps(2);
+    assert_eq!(h.state().generation.selected.iter().copied().collect::<Vec<_>>(), vec![1, 3]);
     h.get_by_label("Export 2 selected…");
     h.get_by_label("Image 1"); // the large view of the clicked image
     let written = h.state().generation.export_selected(&dir.path().join("flower.png"), petal::app::View::Both, 4).unwrap();

@@ -260,7 +260,7 @@ fn settings_ui(app: &mut PetalApp, ui: &mut egui::Ui) {
         ui.label("Seed");
         ui.horizontal(|ui| {
             ui.add(egui::DragValue::new(&mut s.seed));
-            if ui.button("🎲").on_hover_text("A random seed").clicked() {
+            if ui.button("Random").on_hover_text("A random seed").clicked() {
                 s.seed = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_nanos() as u64 % 1_000_000);
             }
         });
@@ -355,6 +355,9 @@ fn progress_ui(app: &mut PetalApp, ui: &mut egui::Ui) {
     let total = g.frames.last().map_or(req.steps as usize, |f| f.num_steps);
     let ms = g.millis_per_step();
     let mut text = format!("Step {reached}/{total}");
+    if reached == 0 && g.running {
+        text += " · preparing (the first run compiles the kernels)";
+    }
     if let Some(f) = g.frames.last() {
         text += &format!(" · t = {}", f.timestep);
     }
@@ -412,41 +415,33 @@ fn grid_ui(app: &mut PetalApp, ui: &mut egui::Ui) {
     let per = if view == View::Both { 2.0 } else { 1.0 };
     let cell = egui::vec2(tile.x * per + if per > 1.0 { 2.0 } else { 0.0 }, tile.y);
     let count = app.generation.textures.len();
-    let cols = ((ui.available_width() / (cell.x + 8.0)).floor() as usize).clamp(1, count);
     let mut clicked = None;
+    let stroke = ui.visuals().selection.stroke.color;
     egui::ScrollArea::vertical().show(ui, |ui| {
-        egui::Grid::new("images").spacing([8.0, 8.0]).show(ui, |ui| {
+        ui.horizontal_wrapped(|ui| {
+            ui.spacing_mut().item_spacing = egui::vec2(10.0, 10.0);
             for i in 0..count {
                 let (tx, t0) = &app.generation.textures[i];
-                let selected = app.generation.selected.contains(&i);
-                let resp = ui
-                    .scope(|ui| {
-                        ui.spacing_mut().item_spacing.x = 2.0;
-                        let frame = egui::Frame::new().inner_margin(2.0).stroke(if selected {
-                            egui::Stroke::new(2.0, ui.visuals().selection.stroke.color)
-                        } else {
-                            egui::Stroke::new(2.0, egui::Color32::TRANSPARENT)
-                        });
-                        frame
-                            .show(ui, |ui| {
-                                ui.horizontal(|ui| {
-                                    if view != View::Predicted {
-                                        ui.add(egui::Image::new((tx.id(), tile)));
-                                    }
-                                    if view != View::Noisy {
-                                        ui.add(egui::Image::new((t0.id(), tile)));
-                                    }
-                                })
-                            })
-                            .response
-                    })
-                    .inner;
-                let resp = ui.interact(resp.rect, ui.scope_id().with(("image", i)), egui::Sense::click()).on_hover_text(format!("Image {i}: click to open, Ctrl/Shift-click to select"));
+                let (rect, resp) = ui.allocate_exact_size(cell + egui::vec2(6.0, 6.0), egui::Sense::click());
+                let inner = rect.shrink(3.0);
+                let painter = ui.painter_at(rect);
+                let uv = egui::Rect::from_min_max(egui::pos2(0.0, 0.0), egui::pos2(1.0, 1.0));
+                let mut at = inner.min;
+                for (show, tex) in [(view != View::Predicted, tx), (view != View::Noisy, t0)] {
+                    if show {
+                        painter.image(tex.id(), egui::Rect::from_min_size(at, tile), uv, egui::Color32::WHITE);
+                        at.x += tile.x + 2.0;
+                    }
+                }
+                if app.generation.selected.contains(&i) {
+                    painter.rect_stroke(rect.shrink(1.0), 2.0, egui::Stroke::new(2.0, stroke), egui::StrokeKind::Inside);
+                } else if resp.hovered() {
+                    painter.rect_stroke(rect.shrink(1.0), 2.0, egui::Stroke::new(1.0, egui::Color32::GRAY), egui::StrokeKind::Inside);
+                }
+                resp.widget_info(|| egui::WidgetInfo::labeled(egui::Role::Button, true, format!("Select image {i}")));
+                let resp = resp.on_hover_text(format!("Image {i}: click to open it large, Ctrl/Shift-click to select more"));
                 if resp.clicked() {
                     clicked = Some((i, ui.input(|inp| inp.modifiers)));
-                }
-                if (i + 1) % cols == 0 {
-                    ui.end_row();
                 }
             }
         });

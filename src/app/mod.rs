@@ -15,7 +15,7 @@ pub use settings::{Settings, StartChoice, View};
 pub use train::TrainingView;
 
 use crate::gpu::GpuOptions;
-use crate::worker::{self, Command, Event, ModelInfo, WorkerHandle};
+use crate::worker::{self, Activity, Command, Event, ModelInfo, WorkerHandle};
 use anyhow::Result;
 use std::path::{Path, PathBuf};
 
@@ -147,13 +147,16 @@ impl PetalApp {
                     eprintln!("petal: warning: {w}");
                     self.warnings.push(w);
                 }
-                Event::Error(e) => {
-                    if self.loading.is_some() {
-                        self.loading = None;
+                Event::Refused(why) => self.report_error(why),
+                Event::Failed { activity, message } => {
+                    match activity {
+                        Activity::OpeningGpu => {}
+                        Activity::LoadingModel => self.loading = None,
+                        Activity::Generating => self.generation.running = false,
+                        Activity::ScanningData => self.training.scanning = false,
+                        Activity::Training => self.training.failed(),
                     }
-                    self.generation.running = false;
-                    self.training.failed();
-                    self.report_error(e);
+                    self.report_error(message);
                 }
             }
         }

@@ -68,9 +68,8 @@ impl TrainingView {
         self.scan = Some((dir, images, skipped));
     }
 
-    /// An error ended whatever was going on.
+    /// An error ended the run.
     pub fn failed(&mut self) {
-        self.scanning = false;
         if self.is_running() {
             self.state = RunState::Idle;
             self.paused = false;

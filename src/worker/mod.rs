@@ -10,7 +10,7 @@
 
 pub mod protocol;
 
-pub use protocol::{Command, Event, GenerateRequest, ModelInfo, SchedulerChoice, StepFrame, TrainRequest, TrainStart};
+pub use protocol::{Activity, Command, Event, GenerateRequest, ModelInfo, SchedulerChoice, StepFrame, TrainRequest, TrainStart};
 
 use crate::diffusion::{Flow, NoiseStreams, Sampler};
 use crate::export::Image8;
@@ -110,28 +110,24 @@ impl Worker {
                 self.send(Event::Adapter(g.describe()));
                 self.gpu = Some(g);
             }
-            Err(e) => self.send(Event::Error(format!("{e:#}"))),
+            Err(e) => self.send(Event::Failed { activity: Activity::OpeningGpu, message: format!("{e:#}") }),
         }
         while let Ok(cmd) = self.commands.recv() {
-            let result = match cmd {
+            let (activity, result) = match cmd {
                 Command::Shutdown => return,
-                Command::LoadModel(dir) => self.load_model(&dir),
-                Command::Generate(req) => match self.generate(&req) {
-                    Ok(MidRun::Shutdown) => return,
-                    Ok(_) => Ok(()),
-                    Err(e) => Err(e),
-                },
-                Command::ScanData(dir) => self.scan_data(&dir),
-                Command::StartTraining(req) => match self.train(&req) {
-                    Ok(MidRun::Shutdown) => return,
-                    Ok(_) => Ok(()),
-                    Err(e) => Err(e),
-                },
+                Command::LoadModel(dir) => (Activity::LoadingModel, self.load_model(&dir).map(|_| MidRun::Nothing)),
+                Command::Generate(req) => (Activity::Generating, self.generate(&req)),
+                Command::ScanData(dir) => (Activity::ScanningData, self.scan_data(&dir).map(|_| MidRun::Nothing)),
+                Command::StartTraining(req) => (Activity::Training, self.train(&req)),
                 // Run controls with no run going: nothing to do.
-                Command::Cancel | Command::Pause | Command::Resume | Command::Stop | Command::SampleNow | Command::CheckpointNow => Ok(()),
+                Command::Cancel | Command::Pause | Command::Resume | Command::Stop | Command::SampleNow | Command::CheckpointNow => {
+                    continue;
+                }
             };
-            if let Err(e) = result {
-                self.send(Event::Error(format!("{e:#}")));
+            match result {
+                Ok(MidRun::Shutdown) => return,
+                Ok(_) => {}
+                Err(e) => self.send(Event::Failed { activity, message: format!("{e:#}") }),
             }
         }
     }
@@ -175,7 +171,7 @@ impl Worker {
                 Command::Cancel if busy == "generating" => return MidRun::Cancel,
                 c if on_control(&c) => {}
                 Command::Cancel | Command::Pause | Command::Resume | Command::Stop | Command::SampleNow | Command::CheckpointNow => {}
-                other => self.send(Event::Error(format!(
+                other => self.send(Event::Refused(format!(
                     "{}: wait until {busy} ends ({})",
                     command_name(&other),
                     if busy == "training" { "Pause keeps the model in memory; Stop writes a checkpoint" } else { "Cancel stops it" }
@@ -337,7 +333,7 @@ impl Worker {
                     Ok(Command::SampleNow) => control.sample_now = true,
                     Ok(Command::CheckpointNow) => control.checkpoint_now = true,
                     Ok(Command::Pause | Command::Cancel) => {}
-                    Ok(other) => self.send(Event::Error(format!(
+                    Ok(other) => self.send(Event::Refused(format!(
                         "{}: wait until training ends (it is paused; Resume or Stop)",
                         command_name(&other)
                     ))),

@@ -141,6 +141,19 @@ pub enum Event {
     TrainDone { steps_done: u64, last_checkpoint: Option<PathBuf>, stopped: bool },
     /// Worth saying, not an error (a skipped image, a resume mismatch).
     Warning(String),
+    /// A command that has to wait (say, Generate while training runs), and why.
+    /// Nothing changed.
+    Refused(String),
     /// What failed, in one readable line that names the file or the limit.
-    Error(String),
+    Failed { activity: Activity, message: String },
+}
+
+/// What the worker was doing when something failed.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Activity {
+    OpeningGpu,
+    LoadingModel,
+    Generating,
+    ScanningData,
+    Training,
 }
