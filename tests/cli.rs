@@ -167,3 +167,39 @@ fn bad_input_gives_one_line_errors() {
     let o = petal(&["sample", "--model", s(&model), "--steps", "2", "--out", s(&out)]);
     assert!(o.status.success(), "{}", stderr(&o));
 }
+
+#[test]
+fn sample_and_parity_take_the_ddim_scheduler() {
+    let dir = tempfile::tempdir().unwrap();
+    let (a, b, c) = (dir.path().join("ddpm.png"), dir.path().join("ddim.png"), dir.path().join("ddim-again.png"));
+    let model = mini();
+    let base = ["sample", "--model", s(&model), "--steps", "5", "--batch", "2", "--seed", "3"];
+    let o = petal(&[&base[..], &["--out", s(&a)]].concat());
+    assert!(o.status.success(), "{}", stderr(&o));
+    for out in [&b, &c] {
+        let o = petal(&[&base[..], &["--scheduler", "ddim", "--eta", "0.3", "--out", s(out)]].concat());
+        assert!(o.status.success(), "{}", stderr(&o));
+    }
+    let (ba, bb, bc) = (std::fs::read(&a).unwrap(), std::fs::read(&b).unwrap(), std::fs::read(&c).unwrap());
+    assert_eq!(bb, bc, "DDIM with a seed is reproducible");
+    assert_ne!(ba, bb, "DDIM is not DDPM");
+
+    let e = fails(&[&base[..], &["--scheduler", "euler", "--out", s(&b)]].concat());
+    assert!(e.contains("--scheduler euler"), "{e}");
+    let e = fails(&[&base[..], &["--scheduler", "ddim", "--eta", "1.5", "--out", s(&b)]].concat());
+    assert!(e.contains("--eta"), "{e}");
+    let e = fails(&[&base[..], &["--eta", "0.5", "--out", s(&b)]].concat());
+    assert!(e.contains("--eta") && e.contains("ddim"), "{e}");
+
+    // parity sample --scheduler ddim reproduces diffusers' DDIMPipeline.
+    let inputs = mini().join("ddim10_eta0.5.safetensors");
+    let out = dir.path().join("ours.safetensors");
+    let args = ["parity", "sample", "--model", s(&model), "--inputs", s(&inputs), "--out", s(&out)];
+    let o = petal(&[&args[..], &["--scheduler", "ddim", "--eta", "0.5"]].concat());
+    assert!(o.status.success(), "{}", stderr(&o));
+    let (got, want) = (read_safetensors(&out).unwrap(), read_safetensors(&inputs).unwrap());
+    for i in 0..10 {
+        assert_close(&format!("parity ddim x.{i}"), &got[&format!("x.{i}")].1, &want[&format!("x.{i}")].1, 1e-3, 0.0);
+    }
+    assert_close("parity ddim image", &got["image"].1, &want["image"].1, 1e-3, 0.0);
+}
