@@ -1,8 +1,9 @@
-//! The headless subcommands: `sample`, `train`, `parity`, `bench`. None of
+//! The headless subcommands: `sample`, `train`, `parity`, `bench`, `eval`. None of
 //! them touches windowing; `src/main.rs` opens the window when no subcommand
 //! is given.
 
 mod bench;
+mod eval;
 
 use anyhow::{Context, Result, bail};
 use clap::{Args, Parser, Subcommand};
@@ -48,6 +49,8 @@ pub enum Command {
     Parity(ParityCommand),
     /// Time the forward pass, sampling and training on this adapter (random weights).
     Bench(BenchArgs),
+    /// Measure sample quality against real images: SWD and nearest real images (CPU only).
+    Eval(eval::EvalArgs),
 }
 
 #[derive(Args)]
@@ -254,6 +257,7 @@ pub fn run(gpu: &GpuArgs, command: Command) -> Result<()> {
         Command::Parity(ParityCommand::TrainStep(a)) => parity_train_step(gpu, a),
         Command::Train(a) => train(gpu, a),
         Command::Bench(a) => bench_cmd(gpu, a),
+        Command::Eval(a) => eval::run(a),
     }
 }
 
