@@ -1,17 +1,21 @@
-// ddpm_step: one DDPMScheduler.step for a whole batch, in diffusers' order of
-// operations. The scalars (square roots of the cumulative alphas, the
-// posterior coefficients, the noise scale) are computed on the CPU in f32
-// exactly as diffusers computes them and passed in.
+// ddpm_step: one DDPMScheduler.step or DDIMScheduler.step for a whole batch,
+// in diffusers' order of operations. The scalars (square roots of the
+// cumulative alphas, the posterior or DDIM coefficients, the noise scale) are
+// computed on the CPU in f32 exactly as diffusers computes them and passed in.
 //   x0     = prediction of the clean image (epsilon, sample or v_prediction)
+//   eps    = the model's epsilon (DDIMScheduler's pred_epsilon, from the
+//            unclipped prediction as diffusers derives it)
 //   x0     = clamp(x0, -clip_range, clip_range) when clip = 1
-//   x_prev = c_x0 * x0 + c_xt * x_t + sigma * noise
+//   x_prev = c_x0 * x0 + c_xt * x_t + c_eps * eps + sigma * noise
+// DDPM has c_eps = 0, DDIM has c_xt = 0, so each sums exactly the terms
+// diffusers sums, in its order.
 // x is x_t on entry and x_{t-1} on exit; pred_x0 receives x0 (the preview).
 // petal:trusted (indices stay in bounds for sizes its Rust wrapper checks; loops are finite)
 
 struct Params {
     n: u32, prediction: u32, clip: u32, _pad0: u32,
     sqrt_alpha_prod: f32, sqrt_beta_prod: f32, c_x0: f32, c_xt: f32,
-    sigma: f32, clip_range: f32, _pad1: f32, _pad2: f32,
+    sigma: f32, clip_range: f32, c_eps: f32, _pad1: f32,
 }
 
 const EPSILON: u32 = 0u;
@@ -33,17 +37,21 @@ fn main(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) 
     let xt = x[i];
     let out = model_output[i];
     var x0: f32;
+    var eps: f32;
     if (p.prediction == EPSILON) {
         x0 = (xt - p.sqrt_beta_prod * out) / p.sqrt_alpha_prod;
+        eps = out;
     } else if (p.prediction == SAMPLE) {
         x0 = out;
+        eps = (xt - p.sqrt_alpha_prod * out) / p.sqrt_beta_prod;
     } else {
         x0 = p.sqrt_alpha_prod * xt - p.sqrt_beta_prod * out;
+        eps = p.sqrt_alpha_prod * out + p.sqrt_beta_prod * xt;
     }
     if (p.clip != 0u) {
         x0 = clamp(x0, -p.clip_range, p.clip_range);
     }
-    var prev = p.c_x0 * x0 + p.c_xt * xt;
+    var prev = p.c_x0 * x0 + p.c_xt * xt + p.c_eps * eps;
     prev = prev + p.sigma * noise[i];
     x[i] = prev;
     pred_x0[i] = x0;

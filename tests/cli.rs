@@ -167,3 +167,87 @@ fn bad_input_gives_one_line_errors() {
     let o = petal(&["sample", "--model", s(&model), "--steps", "2", "--out", s(&out)]);
     assert!(o.status.success(), "{}", stderr(&o));
 }
+
+#[test]
+fn sample_and_parity_take_the_ddim_scheduler() {
+    let dir = tempfile::tempdir().unwrap();
+    let (a, b, c) = (dir.path().join("ddpm.png"), dir.path().join("ddim.png"), dir.path().join("ddim-again.png"));
+    let model = mini();
+    let base = ["sample", "--model", s(&model), "--steps", "5", "--batch", "2", "--seed", "3"];
+    let o = petal(&[&base[..], &["--out", s(&a)]].concat());
+    assert!(o.status.success(), "{}", stderr(&o));
+    for out in [&b, &c] {
+        let o = petal(&[&base[..], &["--scheduler", "ddim", "--eta", "0.3", "--out", s(out)]].concat());
+        assert!(o.status.success(), "{}", stderr(&o));
+    }
+    let (ba, bb, bc) = (std::fs::read(&a).unwrap(), std::fs::read(&b).unwrap(), std::fs::read(&c).unwrap());
+    assert_eq!(bb, bc, "DDIM with a seed is reproducible");
+    assert_ne!(ba, bb, "DDIM is not DDPM");
+
+    let e = fails(&[&base[..], &["--scheduler", "euler", "--out", s(&b)]].concat());
+    assert!(e.contains("--scheduler euler"), "{e}");
+    let e = fails(&[&base[..], &["--scheduler", "ddim", "--eta", "1.5", "--out", s(&b)]].concat());
+    assert!(e.contains("--eta"), "{e}");
+    let e = fails(&[&base[..], &["--eta", "0.5", "--out", s(&b)]].concat());
+    assert!(e.contains("--eta") && e.contains("ddim"), "{e}");
+
+    // parity sample --scheduler ddim reproduces diffusers' DDIMPipeline.
+    let inputs = mini().join("ddim10_eta0.5.safetensors");
+    let out = dir.path().join("ours.safetensors");
+    let args = ["parity", "sample", "--model", s(&model), "--inputs", s(&inputs), "--out", s(&out)];
+    let o = petal(&[&args[..], &["--scheduler", "ddim", "--eta", "0.5"]].concat());
+    assert!(o.status.success(), "{}", stderr(&o));
+    let (got, want) = (read_safetensors(&out).unwrap(), read_safetensors(&inputs).unwrap());
+    for i in 0..10 {
+        assert_close(&format!("parity ddim x.{i}"), &got[&format!("x.{i}")].1, &want[&format!("x.{i}")].1, 1e-3, 0.0);
+    }
+    assert_close("parity ddim image", &got["image"].1, &want["image"].1, 1e-3, 0.0);
+}
+
+#[test]
+fn eval_reports_swd_and_nearest_images() {
+    let dir = tempfile::tempdir().unwrap();
+    let flowers = repo().join("tests/data/flowers");
+    let (report, pairs) = (dir.path().join("report.json"), dir.path().join("pairs.png"));
+    // The photos against themselves: SWD 0 and every nearest distance 0;
+    // the blurred baseline is far.
+    let o = petal(&["eval", "--real", s(&flowers), "--generated", s(&flowers), "--out", s(&report), "--pairs", s(&pairs), "--blur-baseline"]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let r: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(&report).unwrap()).unwrap();
+    assert_eq!(r["real"]["images"], 24);
+    assert_eq!(r["swd_x1e3"]["avg"].as_f64().unwrap(), 0.0, "{r}");
+    assert_eq!(r["nearest_real"]["mean_rms"].as_f64().unwrap(), 0.0);
+    for level in ["32", "16", "8", "avg"] {
+        assert!(r["swd_x1e3_real_vs_blurred"][level].as_f64().unwrap() > 1.0, "{r}");
+    }
+    let img = image::open(&pairs).unwrap();
+    assert_eq!((img.width(), img.height()), (2 * 128 + 2, 8 * 130 - 2));
+
+    // A grid of 3 flowers, as `petal sample --out` lays it out (2 per row,
+    // one white slot): 3 generated images, each nearest its own photo.
+    let real = petal::eval::load_real(&flowers, 32).unwrap().0;
+    let x: Vec<f32> = real.pixels[..3 * 3 * 32 * 32].iter().map(|v| v * 2.0 - 1.0).collect();
+    let grid = dir.path().join("grid.png");
+    petal::image_io::save_png(&petal::image_io::grid(&x, 3, 3, 32, 32, Default::default()), &grid).unwrap();
+    let o = petal(&["eval", "--real", s(&flowers), "--generated", s(&grid), "--out", s(&report)]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let r: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(&report).unwrap()).unwrap();
+    assert_eq!(r["generated"]["images"], 3);
+    assert!(r["nearest_real"]["mean_rms"].as_f64().unwrap() < 1e-3, "{r}");
+    assert!(r["swd_x1e3"]["avg"].as_f64().unwrap() > 0.0, "{r}");
+
+    // One-line errors.
+    let missing = dir.path().join("no-such-folder");
+    let e = fails(&["eval", "--real", s(&missing), "--generated", s(&grid)]);
+    assert!(e.contains("--real") && e.contains("no-such-folder"), "{e}");
+    let empty = dir.path().join("empty");
+    std::fs::create_dir_all(&empty).unwrap();
+    let e = fails(&["eval", "--real", s(&flowers), "--generated", s(&empty)]);
+    assert!(e.contains("--generated") && e.contains("no usable images"), "{e}");
+    let e = fails(&["eval", "--real", s(&flowers), "--generated", s(&missing)]);
+    assert!(e.contains("no such folder or grid PNG"), "{e}");
+    let e = fails(&["eval", "--real", s(&flowers), "--generated", s(&grid), "--tile", "24"]);
+    assert!(e.contains("--tile"), "{e}");
+    let e = fails(&["eval", "--real", s(&flowers), "--generated", s(&grid), "--tile", "36"]);
+    assert!(e.contains("grid.png") && e.contains("36 px tiles"), "{e}");
+}

@@ -326,3 +326,31 @@ fn ddpm_step_matches_cpu_scheduler() {
         }
     }
 }
+
+#[test]
+fn ddim_step_matches_cpu_scheduler() {
+    // The same kernel with DDIM's scalars (c_xt 0, c_eps set), every prediction type.
+    use petal::diffusion::DdimScheduler;
+    let gpu = gpu(petal::gpu::KernelFamily::Cpu);
+    for (json, eta) in [
+        (r#"{}"#, 0.0),
+        (r#"{"prediction_type": "v_prediction", "clip_sample": false}"#, 1.0),
+        (r#"{"prediction_type": "sample", "timestep_spacing": "trailing"}"#, 0.5),
+    ] {
+        let mut s = DdimScheduler::new(&serde_json::from_str(json).unwrap(), eta).unwrap();
+        s.set_timesteps(7).unwrap();
+        let n = 301;
+        for &t in &s.timesteps.clone() {
+            let (xt, eps, noise) = (randn(70, n, 1.0), randn(71, n, 1.0), randn(72, n, 1.0));
+            let (x, out, nz, x0) = (upload(&gpu, &xt), upload(&gpu, &eps), upload(&gpu, &noise), zeros(&gpu, n));
+            let d = kernels::ddpm_step(&gpu, &x, &x0, &out, &nz).unwrap();
+            let mut p = s.step_params(t);
+            p.n = n as u32;
+            kernels::scheduler::set_ddpm_step(&gpu, &d, &p);
+            run(&gpu, &[&d]);
+            let (want_prev, want_x0) = s.step_cpu(&eps, t, &xt, &noise);
+            assert_close(&format!("ddim {json} t={t} prev"), &gpu.read_f32(&x).unwrap(), &want_prev, 1e-6, 1e-6);
+            assert_close(&format!("ddim {json} t={t} x0"), &gpu.read_f32(&x0).unwrap(), &want_x0, 1e-6, 1e-6);
+        }
+    }
+}

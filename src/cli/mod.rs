@@ -1,12 +1,13 @@
-//! The headless subcommands: `sample`, `train`, `parity`, `bench`. None of
+//! The headless subcommands: `sample`, `train`, `parity`, `bench`, `eval`. None of
 //! them touches windowing; `src/main.rs` opens the window when no subcommand
 //! is given.
 
 mod bench;
+mod eval;
 
 use anyhow::{Context, Result, bail};
 use clap::{Args, Parser, Subcommand};
-use petal::diffusion::{Flow, NoiseStreams, Sampler};
+use petal::diffusion::{Flow, NoiseStreams, Sampler, SchedulerKind};
 use petal::gpu::{Gpu, GpuOptions, KernelFamily};
 use petal::image_io::{self, GridOptions};
 use petal::model::UNet;
@@ -48,6 +49,8 @@ pub enum Command {
     Parity(ParityCommand),
     /// Time the forward pass, sampling and training on this adapter (random weights).
     Bench(BenchArgs),
+    /// Measure sample quality against real images: SWD and nearest real images (CPU only).
+    Eval(eval::EvalArgs),
 }
 
 #[derive(Args)]
@@ -171,6 +174,34 @@ pub struct SampleArgs {
     /// Weights variant, e.g. fp16 for diffusion_pytorch_model.fp16.safetensors.
     #[arg(long)]
     variant: Option<String>,
+    #[command(flatten)]
+    scheduler: SchedulerArgs,
+}
+
+/// `--scheduler ddpm|ddim` and `--eta`, for `sample` and `parity sample`.
+#[derive(Args)]
+pub struct SchedulerArgs {
+    /// ddpm (DDPMPipeline) or ddim (DDIMPipeline: DDIMScheduler from the model's scheduler config).
+    #[arg(long, default_value = "ddpm")]
+    scheduler: String,
+    /// DDIM's noise weight, 0 (deterministic) to 1.
+    #[arg(long, default_value_t = 0.0, allow_negative_numbers = true)]
+    eta: f32,
+}
+
+impl SchedulerArgs {
+    pub fn kind(&self) -> Result<SchedulerKind> {
+        SchedulerKind::parse(&self.scheduler, self.eta)
+    }
+}
+
+/// `parity sample`: the fixture and model, and the scheduler the fixture used.
+#[derive(Args)]
+pub struct ParitySampleArgs {
+    #[command(flatten)]
+    files: ParityArgs,
+    #[command(flatten)]
+    scheduler: SchedulerArgs,
 }
 
 #[derive(Subcommand)]
@@ -178,8 +209,9 @@ pub enum ParityCommand {
     /// Read `sample` and `timesteps` from INPUTS, write the UNet's `output` to OUT.
     Forward(ParityArgs),
     /// Run the scheduler loop with the noises in INPUTS (ddpm50.safetensors
-    /// format), write `eps.i`, `x.i` and `image` to OUT.
-    Sample(ParityArgs),
+    /// format; `--scheduler ddim --eta E` for the ddim fixtures), write
+    /// `eps.i`, `x.i` and `image` to OUT.
+    Sample(ParitySampleArgs),
     /// One training step on `x0`, `noise`, `timesteps` from INPUTS
     /// (train.safetensors format): write `loss`, `grad.<param>` and
     /// `after_adamw.<param>` (AdamW lr 1e-4, betas (0.9, 0.999), eps 1e-8,
@@ -225,6 +257,7 @@ pub fn run(gpu: &GpuArgs, command: Command) -> Result<()> {
         Command::Parity(ParityCommand::TrainStep(a)) => parity_train_step(gpu, a),
         Command::Train(a) => train(gpu, a),
         Command::Bench(a) => bench_cmd(gpu, a),
+        Command::Eval(a) => eval::run(a),
     }
 }
 
@@ -232,12 +265,13 @@ fn sample(gpu_args: &GpuArgs, a: SampleArgs) -> Result<()> {
     if a.batch == 0 {
         bail!("--batch must be at least 1");
     }
+    let kind = a.scheduler.kind()?;
     let gpu = open_gpu(gpu_args)?;
     eprintln!("adapter: {}", gpu.describe());
     let (unet, sched) = UNet::load(gpu.clone(), &a.model, a.variant.as_deref())?;
     let (h, w) = unet.config.sample_hw();
     let c = unet.config.in_channels as usize;
-    let mut sampler = Sampler::new(&unet, &sched, a.batch, a.steps)?;
+    let mut sampler = Sampler::with_kind(&unet, &sched, kind, a.batch, a.steps)?;
     let n = (a.batch * unet.config.in_channels * h * w) as usize;
     // Each image has its own noise stream: image i of seed s is the same in any batch.
     let mut streams = NoiseStreams::new(a.seed, 0, a.batch as usize, n / a.batch as usize);
@@ -311,14 +345,15 @@ fn parity_forward(gpu_args: &GpuArgs, a: ParityArgs) -> Result<()> {
     write_tensors(&a.out, &[("output".into(), oshape, &out)])
 }
 
-fn parity_sample(gpu_args: &GpuArgs, a: ParityArgs) -> Result<()> {
+fn parity_sample(gpu_args: &GpuArgs, args: ParitySampleArgs) -> Result<()> {
+    let (a, kind) = (args.files, args.scheduler.kind()?);
     let gpu = open_gpu(gpu_args)?;
     let (unet, sched) = UNet::load(gpu.clone(), &a.model, a.variant.as_deref())?;
     let mut t = read_safetensors(&a.inputs)?;
     let (shape, x_t) = take(&mut t, &a.inputs, "x_T")?;
     let (_, timesteps) = take(&mut t, &a.inputs, "timesteps")?;
     let batch = shape[0] as u32;
-    let mut sampler = Sampler::new(&unet, &sched, batch, timesteps.len() as u32)?;
+    let mut sampler = Sampler::with_kind(&unet, &sched, kind, batch, timesteps.len() as u32)?;
     let ours: Vec<f32> = sampler.scheduler.timesteps.iter().map(|&v| v as f32).collect();
     if ours != timesteps {
         bail!("{}: timesteps {:?} differ from the scheduler's {:?}", a.inputs.display(), timesteps, ours);

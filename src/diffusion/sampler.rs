@@ -1,9 +1,9 @@
-//! The DDPM sampling loop on the GPU. Each denoising step is one submission:
+//! The DDPM / DDIM sampling loop on the GPU. Each denoising step is one submission:
 //! the UNet forward pass and the scheduler update recorded together; only
 //! the timestep embedding, the step's noise and its scalars are written
 //! before it, and nothing is read back unless frames are asked for.
 
-use super::scheduler::DdpmScheduler;
+use super::kind::{Scheduler, SchedulerKind};
 use crate::gpu::{Dispatch, Gpu, TensorView};
 use crate::kernels::{self, DdpmStepParams};
 use crate::model::{ForwardPlan, SchedulerConfig, UNet};
@@ -39,7 +39,7 @@ pub enum Flow {
 
 pub struct Sampler {
     pub plan: ForwardPlan,
-    pub scheduler: DdpmScheduler,
+    pub scheduler: Scheduler,
     step: Dispatch,
     noise: TensorView,
     pred_x0: TensorView,
@@ -58,15 +58,25 @@ struct PendingFrame {
 }
 
 impl Sampler {
-    /// Buffers and dispatches for sampling `batch` images with `steps` steps.
+    /// Buffers and dispatches for sampling `batch` images with `steps` DDPM steps.
     pub fn new(unet: &UNet, sched: &SchedulerConfig, batch: u32, steps: u32) -> Result<Sampler> {
-        Self::with_plan(&unet.gpu, ForwardPlan::new(unet, batch)?, sched, steps)
+        Self::with_kind(unet, sched, SchedulerKind::Ddpm, batch, steps)
     }
 
-    /// A sampler around a forward plan (of any weights, the EMA's say).
+    /// As [`Sampler::new`], stepping with `kind` (DDPM, or DDIM with eta built
+    /// from the same scheduler config, as DDIMPipeline does).
+    pub fn with_kind(unet: &UNet, sched: &SchedulerConfig, kind: SchedulerKind, batch: u32, steps: u32) -> Result<Sampler> {
+        Self::with_plan_kind(&unet.gpu, ForwardPlan::new(unet, batch)?, sched, kind, steps)
+    }
+
+    /// A DDPM sampler around a forward plan (of any weights, the EMA's say).
     pub fn with_plan(gpu: &Gpu, plan: ForwardPlan, sched: &SchedulerConfig, steps: u32) -> Result<Sampler> {
-        let mut scheduler = DdpmScheduler::new(sched)?;
-        scheduler.set_timesteps(steps)?;
+        Self::with_plan_kind(gpu, plan, sched, SchedulerKind::Ddpm, steps)
+    }
+
+    /// A sampler around a forward plan, stepping with `kind`.
+    pub fn with_plan_kind(gpu: &Gpu, plan: ForwardPlan, sched: &SchedulerConfig, kind: SchedulerKind, steps: u32) -> Result<Sampler> {
+        let scheduler = Scheduler::new(kind, sched, steps)?;
         let n = plan.sample().len;
         let noise = TensorView::whole(gpu.storage_buffer("noise", n as u64 * 4));
         let pred_x0 = TensorView::whole(gpu.storage_buffer("pred_x0", n as u64 * 4));

@@ -183,7 +183,8 @@ impl DdpmScheduler {
             c_xt: current_alpha_t.sqrt() * beta_prod_t_prev / beta_prod_t,
             sigma: self.noise_std(t),
             clip_range: self.config.clip_sample_range,
-            _pad1: [0.0; 2],
+            c_eps: 0.0,
+            _pad1: 0.0,
         }
     }
 

@@ -1,10 +1,12 @@
-//! The DDPM update of a whole batch, on the GPU.
+//! The DDPM and DDIM update of a whole batch, on the GPU.
 
 use crate::gpu::{Dispatch, Gpu, PipelineKey, TensorView, grid_1d};
 use anyhow::{Result, ensure};
 
-/// The per-step scalars of DDPMScheduler.step, computed on the CPU by
-/// [`crate::diffusion::DdpmScheduler::step_params`].
+/// The per-step scalars of DDPMScheduler.step (or DDIMScheduler.step),
+/// computed on the CPU by [`crate::diffusion::DdpmScheduler::step_params`]
+/// (or [`crate::diffusion::DdimScheduler::step_params`]):
+/// x_prev = c_x0 * x0 + c_xt * x_t + c_eps * eps + sigma * noise.
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, PartialEq, bytemuck::Pod, bytemuck::Zeroable)]
 pub struct DdpmStepParams {
@@ -19,10 +21,16 @@ pub struct DdpmStepParams {
     pub c_xt: f32,
     pub sigma: f32,
     pub clip_range: f32,
-    pub _pad1: [f32; 2],
+    /// The coefficient of the model's epsilon (DDIM's "direction pointing to
+    /// x_t"); 0 for DDPM. eps is the model output for epsilon prediction and
+    /// is derived from it as diffusers' DDIMScheduler does for sample and
+    /// v prediction.
+    pub c_eps: f32,
+    pub _pad1: f32,
 }
 
 /// x (n) = x_{t-1} from x_t, model_output and noise; pred_x0 (n) = x0.
+/// One kernel for DDPM and DDIM steps: the parameters decide.
 /// Both written (=). Rewrite the parameters each step with [`set_ddpm_step`].
 pub fn ddpm_step(
     gpu: &Gpu,

@@ -367,6 +367,11 @@ pub struct SchedulerConfig {
     pub steps_offset: u32,
     #[serde(default)]
     pub rescale_betas_zero_snr: bool,
+    /// DDIMScheduler's key (absent from DDPMScheduler configs): whether the
+    /// step after the last uses alpha_prod 1 (true, DDIM's default) or
+    /// alphas_cumprod[0]. Read by [`crate::diffusion::DdimScheduler`] only.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub set_alpha_to_one: Option<bool>,
 }
 
 impl Default for SchedulerConfig {
