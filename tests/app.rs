@@ -108,6 +108,21 @@ fn generate_fills_the_grid_step_by_step_replays_and_exports() {
 }
 
 #[test]
+fn ddim_runs_in_the_window_and_its_settings_are_recorded() {
+    let mut s = settings(2, 5);
+    s.generate.scheduler = petal::worker::SchedulerChoice::Ddim { eta: 0.0 };
+    let mut h = harness(s, Some(fixture("mini")));
+    run_until(&mut h, "the model", 120, |a| a.model.is_some());
+    h.get_by_label("eta");
+    h.get_by_label("▶ Generate").click();
+    run_until(&mut h, "DDIM", 300, |a| !a.generation.running && a.generation.frames.len() == 5);
+    let g = &h.state().generation;
+    assert_eq!(g.frames[4].x, g.frames[4].pred_x0, "DDIM's last step lands on its x_0 prediction");
+    let text = g.provenance(Some(0)).unwrap().parameters();
+    assert!(text.starts_with("Steps: 5, Sampler: DDIM, Eta: 0, Seed: 3"), "{text}");
+}
+
+#[test]
 fn cancel_keeps_the_steps_reached() {
     let mut h = harness(settings(2, 400), Some(fixture("mini")));
     run_until(&mut h, "the model", 120, |a| a.model.is_some());

@@ -4,7 +4,7 @@
 
 use super::{PetalApp, View};
 use crate::export::{self, Image8, Provenance};
-use crate::worker::{Command, GenerateRequest, ModelInfo, StepFrame};
+use crate::worker::{Command, GenerateRequest, ModelInfo, SchedulerChoice, StepFrame};
 use std::collections::BTreeSet;
 use std::path::Path;
 
@@ -144,7 +144,7 @@ impl Generation {
             count: req.count,
             steps: req.steps,
             scheduler: req.scheduler.name().into(),
-            eta: None,
+            eta: req.scheduler.eta(),
             precision: self.model.as_ref().map_or_else(|| "fp32".into(), |m| m.precision.clone()),
             at_step: (!last).then_some(step + 1),
             interrupted_at: self.interrupted_at,
@@ -266,10 +266,17 @@ fn settings_ui(app: &mut PetalApp, ui: &mut egui::Ui) {
         });
         ui.end_row();
         ui.label("Scheduler");
+        let eta = s.scheduler.eta().unwrap_or(0.0);
         egui::ComboBox::from_id_salt("scheduler").selected_text(s.scheduler.name()).show_ui(ui, |ui| {
-            ui.selectable_value(&mut s.scheduler, crate::worker::SchedulerChoice::Ddpm, "DDPM");
+            ui.selectable_value(&mut s.scheduler, SchedulerChoice::Ddpm, "DDPM");
+            ui.selectable_value(&mut s.scheduler, SchedulerChoice::Ddim { eta }, "DDIM");
         });
         ui.end_row();
+        if let SchedulerChoice::Ddim { eta } = &mut s.scheduler {
+            ui.label("eta");
+            ui.add(egui::Slider::new(eta, 0.0..=1.0).step_by(0.05)).on_hover_text("0: deterministic DDIM; 1: as much noise as DDPM");
+            ui.end_row();
+        }
         ui.label("Show");
         ui.vertical(|ui| {
             ui.radio_value(&mut s.view, View::Both, "x_t and predicted x_0");

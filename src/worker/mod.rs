@@ -79,6 +79,7 @@ struct Loaded {
 struct CachedSampler {
     batch: u32,
     steps: u32,
+    scheduler: SchedulerChoice,
     sampler: Sampler,
 }
 
@@ -194,12 +195,12 @@ impl Worker {
         let cfg = &model.unet.config;
         let (c, (h, w)) = (cfg.out_channels as usize, cfg.sample_hw());
         let (h, w) = (h as usize, w as usize);
-        let reuse = self.sampler.as_ref().is_some_and(|s| s.batch == req.count && s.steps == req.steps);
+        let reuse = self.sampler.as_ref().is_some_and(|s| s.batch == req.count && s.steps == req.steps && s.scheduler == req.scheduler);
         if !reuse {
             self.sampler = None; // free the old buffers first
-            let sampler = Sampler::new(&model.unet, &model.scheduler, req.count, req.steps)
+            let sampler = Sampler::with_kind(&model.unet, &model.scheduler, req.scheduler.kind(), req.count, req.steps)
                 .with_context(|| format!("preparing {} images of {}x{}", req.count, h, w))?;
-            self.sampler = Some(CachedSampler { batch: req.count, steps: req.steps, sampler });
+            self.sampler = Some(CachedSampler { batch: req.count, steps: req.steps, scheduler: req.scheduler, sampler });
         }
         self.send(Event::GenerationStarted(req.clone()));
         let per_image = cfg.in_channels as usize * h * w;

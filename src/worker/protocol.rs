@@ -11,12 +11,32 @@ use std::path::PathBuf;
 pub enum SchedulerChoice {
     /// DDPMScheduler, as the model's DDPMPipeline samples.
     Ddpm,
+    /// DDIMScheduler on the same DDPM-trained weights (as DDIMPipeline),
+    /// with eta in [0, 1]: 0 is deterministic, 1 adds DDPM-like noise.
+    Ddim { eta: f32 },
 }
 
 impl SchedulerChoice {
     pub fn name(self) -> &'static str {
         match self {
             SchedulerChoice::Ddpm => "DDPM",
+            SchedulerChoice::Ddim { .. } => "DDIM",
+        }
+    }
+
+    /// eta, for DDIM.
+    pub fn eta(self) -> Option<f32> {
+        match self {
+            SchedulerChoice::Ddpm => None,
+            SchedulerChoice::Ddim { eta } => Some(eta),
+        }
+    }
+
+    /// The engine's scheduler choice.
+    pub fn kind(self) -> crate::diffusion::SchedulerKind {
+        match self {
+            SchedulerChoice::Ddpm => crate::diffusion::SchedulerKind::Ddpm,
+            SchedulerChoice::Ddim { eta } => crate::diffusion::SchedulerKind::Ddim { eta },
         }
     }
 }
