@@ -268,7 +268,7 @@ pub fn train(gpu: Arc<Gpu>, opts: &TrainOptions, mut on_event: impl FnMut(TrainE
             }
             let r = resumed.as_ref().expect("checked on resume");
             if let Some(note) = &r.note {
-                eprintln!("{note}");
+                on_event(TrainEvent::Warning(note.clone()));
             }
             r.total_steps
         }
