@@ -9,13 +9,19 @@
 //   x_prev = c_x0 * x0 + c_xt * x_t + c_eps * eps + sigma * noise
 // DDPM has c_eps = 0, DDIM has c_xt = 0, so each sums exactly the terms
 // diffusers sums, in its order.
+// With variance_type "learned_range" (learned = 1) model_output is (B, 2C, H, W):
+// per image the prediction, then the predicted variance v in [-1, 1], and
+//   sigma_i = sigma * exp(0.5 * (f * max_log + (1 - f) * min_log)),  f = (v + 1) / 2
+// (diffusers' _get_variance; sigma is 1 where t > 0, else 0).
 // x is x_t on entry and x_{t-1} on exit; pred_x0 receives x0 (the preview).
 // petal:trusted (indices stay in bounds for sizes its Rust wrapper checks; loops are finite)
 
 struct Params {
     n: u32, prediction: u32, clip: u32, _pad0: u32,
     sqrt_alpha_prod: f32, sqrt_beta_prod: f32, c_x0: f32, c_xt: f32,
-    sigma: f32, clip_range: f32, c_eps: f32, _pad1: f32,
+    sigma: f32, clip_range: f32, min_log: f32, max_log: f32,
+    c_eps: f32, _pad1: f32, _pad2: f32, _pad3: f32,
+    per_image: u32, learned: u32, _pad4: u32, _pad5: u32,
 }
 
 const EPSILON: u32 = 0u;
@@ -35,7 +41,11 @@ fn main(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) 
         return;
     }
     let xt = x[i];
-    let out = model_output[i];
+    var out_at = i;
+    if (p.learned != 0u) {
+        out_at = (i / p.per_image) * 2u * p.per_image + i % p.per_image;
+    }
+    let out = model_output[out_at];
     var x0: f32;
     var eps: f32;
     if (p.prediction == EPSILON) {
@@ -52,7 +62,12 @@ fn main(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) 
         x0 = clamp(x0, -p.clip_range, p.clip_range);
     }
     var prev = p.c_x0 * x0 + p.c_xt * xt + p.c_eps * eps;
-    prev = prev + p.sigma * noise[i];
+    var sigma = p.sigma;
+    if (p.learned != 0u) {
+        let frac = (model_output[out_at + p.per_image] + 1.0) / 2.0;
+        sigma = sigma * exp(0.5 * (frac * p.max_log + (1.0 - frac) * p.min_log));
+    }
+    prev = prev + sigma * noise[i];
     x[i] = prev;
     pred_x0[i] = x0;
 }

@@ -98,27 +98,31 @@ pub struct TrainArgs {
     /// Start from fresh weights: tiny, small, cifar10-32, or a config.json path.
     #[arg(long, conflicts_with = "resume")]
     config: Option<String>,
-    /// Continue a checkpoint folder of an earlier run exactly.
+    /// Continue a checkpoint folder of an earlier run exactly. Its batch,
+    /// seed, learning rate, warm-up, AdamW, clipping and EMA settings are
+    /// fixed by the checkpoint (those flags are refused with --resume);
+    /// --max-steps extends or shortens the run (the cosine schedule is
+    /// recomputed to end there); sampling and checkpoint flags apply.
     #[arg(long)]
     resume: Option<PathBuf>,
-    #[arg(long, default_value_t = 100)]
+    #[arg(long, conflicts_with = "resume", default_value_t = 100)]
     epochs: u64,
     /// Stop after this many optimizer steps (the cosine schedule ends there).
     #[arg(long)]
     max_steps: Option<u64>,
-    #[arg(long, default_value_t = 64)]
+    #[arg(long, conflicts_with = "resume", default_value_t = 64)]
     batch: u32,
-    #[arg(long, default_value_t = 1e-4)]
+    #[arg(long, conflicts_with = "resume", default_value_t = 1e-4)]
     lr: f64,
     /// Linear warm-up steps of the learning rate.
-    #[arg(long, default_value_t = 500)]
+    #[arg(long, conflicts_with = "resume", default_value_t = 500)]
     warmup: u64,
     #[arg(long, default_value_t = 1000)]
     checkpoint_every: u64,
     /// Keep only the newest N checkpoints.
     #[arg(long)]
     keep_last: Option<usize>,
-    #[arg(long, default_value_t = 0)]
+    #[arg(long, conflicts_with = "resume", default_value_t = 0)]
     seed: u64,
     /// Write a sample grid (EMA weights, fixed seed) every N steps.
     #[arg(long, default_value_t = 1000)]
@@ -127,21 +131,21 @@ pub struct TrainArgs {
     sample_batch: u32,
     #[arg(long, default_value_t = 50)]
     sample_steps: u32,
-    #[arg(long, default_value_t = 0.95)]
+    #[arg(long, conflicts_with = "resume", default_value_t = 0.95)]
     adam_beta1: f64,
-    #[arg(long, default_value_t = 0.999)]
+    #[arg(long, conflicts_with = "resume", default_value_t = 0.999)]
     adam_beta2: f64,
-    #[arg(long, default_value_t = 1e-6)]
+    #[arg(long, conflicts_with = "resume", default_value_t = 1e-6)]
     adam_weight_decay: f64,
-    #[arg(long, default_value_t = 1e-8)]
+    #[arg(long, conflicts_with = "resume", default_value_t = 1e-8)]
     adam_epsilon: f64,
     /// Clip the global gradient norm to this (0: off).
-    #[arg(long, default_value_t = 1.0)]
+    #[arg(long, conflicts_with = "resume", default_value_t = 1.0)]
     max_grad_norm: f64,
     /// Do not keep an exponential moving average of the weights.
-    #[arg(long)]
+    #[arg(long, conflicts_with = "resume")]
     no_ema: bool,
-    #[arg(long)]
+    #[arg(long, conflicts_with = "resume")]
     variant: Option<String>,
 }
 
@@ -271,42 +275,76 @@ fn sample(gpu_args: &GpuArgs, a: SampleArgs) -> Result<()> {
     let (unet, sched) = UNet::load(gpu.clone(), &a.model, a.variant.as_deref())?;
     let (h, w) = unet.config.sample_hw();
     let c = unet.config.in_channels as usize;
-    let mut sampler = Sampler::with_kind(&unet, &sched, kind, a.batch, a.steps)?;
-    let n = (a.batch * unet.config.in_channels * h * w) as usize;
-    // Each image has its own noise stream: image i of seed s is the same in any batch.
-    let mut streams = NoiseStreams::new(a.seed, 0, a.batch as usize, n / a.batch as usize);
-    let x_t = streams.next_batch();
-    let bar = indicatif::ProgressBar::new(a.steps as u64);
+    image_io::check_channels(unet.config.in_channels).with_context(|| format!("{}", a.model.display()))?;
+    petal::diffusion::DdpmScheduler::new(&sched)?.set_timesteps(a.steps).with_context(|| format!("--steps {}", a.steps))?;
+    // A batch larger than one pass can hold runs as several passes (chunks);
+    // image i draws from its own noise stream, so the images are the same.
+    let chunk = a.batch.min(petal::model::ForwardPlan::max_batch(&unet.graph, &gpu.limits));
+    if chunk == 0 {
+        petal::model::plan::check_batch(&unet.graph, &gpu.limits, 1, |_| 0)?;
+        bail!("one image of this model does not fit this adapter");
+    }
+    let chunks = a.batch.div_ceil(chunk);
+    if chunks > 1 {
+        if a.frames.is_some() {
+            bail!("--frames needs the whole batch in one pass: this adapter holds at most {chunk} images at once; use --batch {chunk} or less");
+        }
+        eprintln!(
+            "--batch {} does not fit this adapter in one pass: sampling {chunks} chunks of at most {chunk} images (the same images as one pass)",
+            a.batch
+        );
+    }
+    let per_image = c * (h * w) as usize;
+    let bar = indicatif::ProgressBar::new(a.steps as u64 * chunks as u64);
     bar.set_style(
         indicatif::ProgressStyle::with_template("{bar:40} {pos}/{len} steps, t={msg} [{elapsed_precise}<{eta_precise}]")
             .expect("template"),
     );
     let grid_opts = GridOptions { scale: a.scale, gap: a.gap };
-    let (b, hh, ww) = (a.batch as usize, h as usize, w as usize);
+    let (hh, ww) = (h as usize, w as usize);
     let mut frame_err = None;
     let started = std::time::Instant::now();
-    let out = sampler.run(&gpu, &x_t, a.frames.is_some(), |_, _| streams.next_batch(), |info, frame| {
-        bar.set_message(info.timestep.to_string());
-        bar.inc(1);
-        if let (Some(dir), Some(f)) = (&a.frames, frame) {
-            let write = |name: String, data: &[f32]| {
-                image_io::save_png(&image_io::grid(data, b, c, hh, ww, grid_opts), &dir.join(name))
-            };
-            let r = write(format!("step{:04}_x.png", info.index), &f.x)
-                .and_then(|_| write(format!("step{:04}_x0.png", info.index), &f.pred_x0));
-            if let Err(e) = r {
-                frame_err = Some(e);
-                return Flow::Cancel;
-            }
+    let mut images = Vec::with_capacity(a.batch as usize * per_image);
+    let mut sampler: Option<Sampler> = None;
+    for k in 0..chunks {
+        let this = chunk.min(a.batch - k * chunk);
+        if sampler.as_ref().is_none_or(|s| s.batch() != this) {
+            sampler = Some(Sampler::with_kind(&unet, &sched, kind, this, a.steps)?);
         }
-        Flow::Continue
-    })?;
-    bar.finish();
-    if let Some(e) = frame_err {
-        return Err(e);
+        let sampler = sampler.as_mut().expect("made above");
+        let b = this as usize;
+        // Each image has its own noise stream: image i of seed s is the same in any batch.
+        let mut streams = NoiseStreams::new(a.seed, (k * chunk) as u64, b, per_image);
+        let x_t = streams.next_batch();
+        let out = sampler.run(&gpu, &x_t, a.frames.is_some(), |_, _| streams.next_batch(), |info, frame| {
+            bar.set_message(info.timestep.to_string());
+            bar.inc(1);
+            if let (Some(dir), Some(f)) = (&a.frames, frame) {
+                let write = |name: String, data: &[f32]| image_io::save_grid(data, b, c, hh, ww, grid_opts, &dir.join(name));
+                let r = write(format!("step{:04}_x.png", info.index), &f.x)
+                    .and_then(|_| write(format!("step{:04}_x0.png", info.index), &f.pred_x0));
+                if let Err(e) = r {
+                    frame_err = Some(e);
+                    return Flow::Cancel;
+                }
+            }
+            Flow::Continue
+        })?;
+        if let Some(e) = frame_err.take() {
+            return Err(e);
+        }
+        images.extend(out.expect("not cancelled"));
     }
-    let x0 = out.expect("not cancelled");
-    image_io::save_png(&image_io::grid(&x0, b, c, hh, ww, grid_opts), &a.out)?;
+    bar.finish();
+    // NaN or infinity would be written as black pixels: say so instead.
+    if let Some(i) = images.iter().position(|v| !v.is_finite()) {
+        bail!(
+            "{}: image {} of the batch came out non-finite (NaN or infinity): the model's values overflow f32; no image written",
+            a.model.display(),
+            i / per_image
+        );
+    }
+    image_io::save_grid(&images, a.batch as usize, c, hh, ww, grid_opts, &a.out)?;
     eprintln!(
         "wrote {} ({} image{}, {} steps, {:.2} s)",
         a.out.display(),
@@ -352,6 +390,12 @@ fn parity_sample(gpu_args: &GpuArgs, args: ParitySampleArgs) -> Result<()> {
     let mut t = read_safetensors(&a.inputs)?;
     let (shape, x_t) = take(&mut t, &a.inputs, "x_T")?;
     let (_, timesteps) = take(&mut t, &a.inputs, "timesteps")?;
+    let (h, w) = unet.config.sample_hw();
+    if shape.len() != 4 || shape[0] == 0 || shape[1..] != [unet.config.in_channels as usize, h as usize, w as usize] {
+        bail!("{}: x_T has shape {shape:?}, the model takes (B, {}, {h}, {w})", a.inputs.display(), unet.config.in_channels);
+    }
+    // The model output: (B, 2C, H, W) for a learned variance.
+    let eps_shape = vec![shape[0], unet.config.out_channels as usize, shape[2], shape[3]];
     let batch = shape[0] as u32;
     let mut sampler = Sampler::with_kind(&unet, &sched, kind, batch, timesteps.len() as u32)?;
     let ours: Vec<f32> = sampler.scheduler.timesteps.iter().map(|&v| v as f32).collect();
@@ -389,7 +433,7 @@ fn parity_sample(gpu_args: &GpuArgs, args: ParitySampleArgs) -> Result<()> {
     let image: Vec<f32> = image.expect("not cancelled").iter().map(|&v| image_io::to_unit(v)).collect();
     let mut out: Vec<(String, Vec<usize>, &[f32])> = Vec::new();
     for (i, (e, x)) in eps.iter().zip(&xs).enumerate() {
-        out.push((format!("eps.{i}"), shape.clone(), e));
+        out.push((format!("eps.{i}"), eps_shape.clone(), e));
         out.push((format!("x.{i}"), shape.clone(), x));
     }
     out.push(("image".into(), shape.clone(), &image));

@@ -120,7 +120,9 @@ impl DdimScheduler {
             sigma: if self.eta > 0.0 { std_dev_t } else { 0.0 },
             clip_range: self.config.clip_sample_range,
             c_eps: (1.0 - alpha_prod_t_prev - std_dev_t * std_dev_t).sqrt(),
-            _pad1: 0.0,
+            _pad1: [0.0; 3],
+            min_log: 0.0,
+            max_log: 0.0,
         }
     }
 

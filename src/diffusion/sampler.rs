@@ -80,11 +80,12 @@ impl Sampler {
         let n = plan.sample().len;
         let noise = TensorView::whole(gpu.storage_buffer("noise", n as u64 * 4));
         let pred_x0 = TensorView::whole(gpu.storage_buffer("pred_x0", n as u64 * 4));
-        let step = kernels::ddpm_step(gpu, plan.sample(), &pred_x0, plan.output(), &noise)?;
+        let step = kernels::scheduler::ddpm_step_batched(gpu, plan.batch, plan.sample(), &pred_x0, plan.output(), &noise)?;
         let staging = std::array::from_fn(|_| {
             gpu.device.create_buffer(&wgpu::BufferDescriptor {
                 label: Some("frame readback"),
-                size: 3 * n as u64 * 4,
+                // x, pred_x0 (n each) and the model output (n, or 2n for a learned variance)
+                size: (2 * n + plan.output().len) as u64 * 4,
                 usage: wgpu::BufferUsages::MAP_READ | wgpu::BufferUsages::COPY_DST,
                 mapped_at_creation: false,
             })
@@ -138,7 +139,7 @@ impl Sampler {
             if frames {
                 let dst = &self.staging[slot];
                 for (k, v) in [self.plan.sample(), &self.pred_x0, self.plan.output()].into_iter().enumerate() {
-                    enc.copy_buffer_to_buffer(v.buffer(), v.offset, dst, k as u64 * bytes, bytes);
+                    enc.copy_buffer_to_buffer(v.buffer(), v.offset, dst, k as u64 * bytes, v.bytes());
                 }
             }
             let submission = gpu.queue.submit([enc.finish()]);
@@ -194,7 +195,7 @@ impl Sampler {
         let frame = {
             let data = buf.slice(..).get_mapped_range().map_err(|e| anyhow::anyhow!("GPU readback failed: {e:?}"))?;
             let all: &[f32] = bytemuck::cast_slice(&data);
-            Frame { x: all[..n].to_vec(), pred_x0: all[n..2 * n].to_vec(), model_output: all[2 * n..3 * n].to_vec() }
+            Frame { x: all[..n].to_vec(), pred_x0: all[n..2 * n].to_vec(), model_output: all[2 * n..].to_vec() }
         };
         buf.unmap();
         Ok(frame)

@@ -91,7 +91,10 @@ impl DdpmScheduler {
     pub fn set_timesteps(&mut self, num_inference_steps: u32) -> Result<()> {
         let t_train = self.config.num_train_timesteps;
         if num_inference_steps == 0 || num_inference_steps > t_train {
-            bail!("--steps must be between 1 and {t_train} (the model's num_train_timesteps), not {num_inference_steps}");
+            bail!(
+                "the number of inference steps must be between 1 and {t_train} (num_train_timesteps of the scheduler config), \
+                 not {num_inference_steps}"
+            );
         }
         let n = num_inference_steps as usize;
         let ts: Vec<i64> = match self.config.timestep_spacing.as_str() {
@@ -144,7 +147,8 @@ impl DdpmScheduler {
         if prev >= 0 { self.alphas_cumprod[prev as usize] } else { 1.0 }
     }
 
-    /// The standard deviation of the noise added at step t (0 at t = 0).
+    /// The standard deviation of the noise added at step t (0 at t = 0; 1 for
+    /// "learned_range", whose scale the model predicts per element).
     pub fn noise_std(&self, t: u32) -> f32 {
         if t == 0 {
             return 0.0;
@@ -156,6 +160,8 @@ impl DdpmScheduler {
         let variance = variance.max(1e-20);
         match self.config.variance_type.as_str() {
             "fixed_large" => current_beta_t.sqrt(),
+            // Each element's scale comes from the model (see step_params).
+            "learned_range" => 1.0,
             _ => variance.sqrt(),
         }
     }
@@ -168,6 +174,7 @@ impl DdpmScheduler {
         let beta_prod_t_prev = 1.0 - alpha_prod_t_prev;
         let current_alpha_t = alpha_prod_t / alpha_prod_t_prev;
         let current_beta_t = 1.0 - current_alpha_t;
+        let (min_log, max_log) = if self.learned_variance() { self.log_variance_range(t) } else { (0.0, 0.0) };
         DdpmStepParams {
             n: 0,
             prediction: match self.config.prediction_type.as_str() {
@@ -183,19 +190,53 @@ impl DdpmScheduler {
             c_xt: current_alpha_t.sqrt() * beta_prod_t_prev / beta_prod_t,
             sigma: self.noise_std(t),
             clip_range: self.config.clip_sample_range,
+            min_log,
+            max_log,
             c_eps: 0.0,
-            _pad1: 0.0,
+            _pad1: [0.0; 3],
         }
     }
 
+    /// Whether the model predicts its variance (variance_type "learned_range";
+    /// its output is then (B, 2C, H, W)).
+    pub fn learned_variance(&self) -> bool {
+        self.config.variance_type == "learned_range"
+    }
+
+    /// The log variances that "learned_range" interpolates between at step t:
+    /// (log of the posterior variance clamped at 1e-20, log beta_t), in f32
+    /// as diffusers' _get_variance computes them.
+    pub fn log_variance_range(&self, t: u32) -> (f32, f32) {
+        let alpha_prod_t = self.alphas_cumprod[t as usize];
+        let alpha_prod_t_prev = self.alpha_prod_prev(t);
+        let current_beta_t = 1.0 - alpha_prod_t / alpha_prod_t_prev;
+        let variance = ((1.0 - alpha_prod_t_prev) / (1.0 - alpha_prod_t) * current_beta_t).max(1e-20);
+        (variance.ln(), current_beta_t.ln())
+    }
+
     /// step() on the CPU: returns (prev_sample, pred_original_sample). The
-    /// reference for the GPU kernel.
+    /// reference for the GPU kernel. For "learned_range", model_output is
+    /// (B, 2C, H, W) for a sample of (B, C, H, W): set `batch` (else 1 will do).
     pub fn step_cpu(&self, model_output: &[f32], t: u32, sample: &[f32], noise: &[f32]) -> (Vec<f32>, Vec<f32>) {
+        self.step_cpu_batched(1, model_output, t, sample, noise)
+    }
+
+    /// [`DdpmScheduler::step_cpu`] for a batch of `batch` images.
+    pub fn step_cpu_batched(&self, batch: usize, model_output: &[f32], t: u32, sample: &[f32], noise: &[f32]) -> (Vec<f32>, Vec<f32>) {
         let p = self.step_params(t);
+        let per_image = sample.len() / batch;
+        let learned = model_output.len() == 2 * sample.len();
         let mut prev = Vec::with_capacity(sample.len());
         let mut x0s = Vec::with_capacity(sample.len());
         for i in 0..sample.len() {
-            let (xt, out) = (sample[i], model_output[i]);
+            let at = if learned { (i / per_image) * 2 * per_image + i % per_image } else { i };
+            let (xt, out) = (sample[i], model_output[at]);
+            let sigma = if learned {
+                let frac = (model_output[at + per_image] + 1.0) / 2.0;
+                p.sigma * (0.5 * (frac * p.max_log + (1.0 - frac) * p.min_log)).exp()
+            } else {
+                p.sigma
+            };
             let mut x0 = match p.prediction {
                 0 => (xt - p.sqrt_beta_prod * out) / p.sqrt_alpha_prod,
                 1 => out,
@@ -205,7 +246,7 @@ impl DdpmScheduler {
                 x0 = x0.clamp(-p.clip_range, p.clip_range);
             }
             let v = p.c_x0 * x0 + p.c_xt * xt;
-            prev.push(v + p.sigma * noise[i]);
+            prev.push(v + sigma * noise[i]);
             x0s.push(x0);
         }
         (prev, x0s)

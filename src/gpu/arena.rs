@@ -62,6 +62,15 @@ impl TensorView {
     }
 }
 
+/// The largest tensor (in bytes) an arena can hold on a device with these
+/// limits: the largest storage binding, or buffer if smaller, rounded down
+/// to the storage-offset alignment so the last aligned tensor always fits.
+pub fn max_tensor_bytes(limits: &wgpu::Limits) -> u64 {
+    let align = (limits.min_storage_buffer_offset_alignment as u64).max(16);
+    let max = limits.max_storage_buffer_binding_size.min(limits.max_buffer_size);
+    (max / align) * align
+}
+
 /// Where a tensor will live once the arena is built.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Slot {
@@ -91,9 +100,7 @@ pub struct Arena {
 impl Arena {
     pub fn new(label: &str, limits: &wgpu::Limits) -> Arena {
         let align = (limits.min_storage_buffer_offset_alignment as u64).max(16);
-        let max_slab = limits.max_storage_buffer_binding_size.min(limits.max_buffer_size);
-        // Stay a little under the limit so the last aligned tensor always fits.
-        let max_slab = (max_slab / align) * align;
+        let max_slab = max_tensor_bytes(limits);
         Arena {
             label: label.to_string(),
             separate: false,

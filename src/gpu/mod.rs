@@ -7,7 +7,7 @@
 mod arena;
 mod pipelines;
 
-pub use arena::{Arena, Slot, TensorView};
+pub use arena::{Arena, Slot, TensorView, max_tensor_bytes};
 pub use pipelines::{Dispatch, PipelineCache, PipelineKey, grid_1d};
 
 use anyhow::{Context, Result, anyhow};
@@ -121,7 +121,11 @@ impl Gpu {
         let features = adapter.features() & wanted;
         // Take everything the adapter offers: the big storage bindings and
         // workgroup sizes are what the kernels are sized by.
-        let limits = adapter.limits();
+        let mut limits = adapter.limits();
+        if let Some(bytes) = max_binding_from_env()? {
+            limits.max_storage_buffer_binding_size = limits.max_storage_buffer_binding_size.min(bytes);
+            limits.max_buffer_size = limits.max_buffer_size.min(bytes);
+        }
         let (device, queue) = adapter
             .request_device(&wgpu::DeviceDescriptor {
                 label: Some("petal"),
@@ -275,6 +279,21 @@ impl Gpu {
 
 /// Prefers a discrete GPU, then an integrated one, then anything else, then a
 /// software renderer.
+/// `PETAL_MAX_STORAGE_BINDING=BYTES` asks the device for a largest storage
+/// binding (and buffer) no larger than BYTES, as a smaller GPU would offer:
+/// how the tests exercise batches that do not fit without a huge model.
+pub const MAX_BINDING_ENV: &str = "PETAL_MAX_STORAGE_BINDING";
+
+fn max_binding_from_env() -> Result<Option<u64>> {
+    match std::env::var(MAX_BINDING_ENV) {
+        Err(_) => Ok(None),
+        Ok(v) => match v.trim().parse::<u64>() {
+            Ok(b) if b >= 4096 => Ok(Some(b)),
+            _ => Err(anyhow!("{MAX_BINDING_ENV}={v:?}: expected a number of bytes, at least 4096")),
+        },
+    }
+}
+
 fn pick_adapter(adapters: Vec<wgpu::Adapter>) -> Option<wgpu::Adapter> {
     let rank = |a: &wgpu::Adapter| {
         let info = a.get_info();

@@ -8,6 +8,8 @@ use std::path::{Path, PathBuf};
 #[derive(Clone, Debug)]
 pub struct ModelFolder {
     pub unet_config: PathBuf,
+    /// The safetensors file, or the `.safetensors.index.json` of a sharded
+    /// checkpoint (read by [`super::weights::read_weights`]).
     pub weights: PathBuf,
     /// None when the folder has no scheduler config (diffusers' defaults apply).
     pub scheduler_config: Option<PathBuf>,
@@ -37,17 +39,23 @@ pub fn resolve(dir: &Path, variant: Option<&str>) -> Result<ModelFolder> {
         Some(v) => vec![format!("diffusion_pytorch_model.{v}.safetensors")],
         None => vec!["diffusion_pytorch_model.safetensors".into(), "diffusion_pytorch_model.fp16.safetensors".into()],
     };
-    let weights = names.iter().map(|n| unet_dir.join(n)).find(|p| p.is_file());
+    // A single file first, then the index of a sharded checkpoint
+    // (`save_pretrained(max_shard_size=...)`: NAME.index.json beside its shards).
+    let weights = names
+        .iter()
+        .map(|n| unet_dir.join(n))
+        .find(|p| p.is_file())
+        .or_else(|| names.iter().map(|n| unet_dir.join(format!("{n}.index.json"))).find(|p| p.is_file()));
     let Some(weights) = weights else {
         let bin = unet_dir.join("diffusion_pytorch_model.bin");
-        if bin.is_file() {
+        if bin.is_file() || unet_dir.join("diffusion_pytorch_model.bin.index.json").is_file() {
             bail!(
                 "{}: Petal reads safetensors only; convert it once with diffusers: \
                  UNet2DModel.from_pretrained(folder).save_pretrained(folder)",
                 bin.display()
             );
         }
-        bail!("{}: no weights file {}", unet_dir.display(), names.join(" or "));
+        bail!("{}: no weights file {} (nor a sharded {}.index.json)", unet_dir.display(), names.join(" or "), names[0]);
     };
     Ok(ModelFolder {
         unet_config: unet_dir.join("config.json"),
@@ -75,12 +83,13 @@ pub struct LoadedModel {
 pub fn load(dir: &Path, variant: Option<&str>) -> Result<LoadedModel> {
     let files = resolve(dir, variant)?;
     let config = super::UNetConfig::from_file(&files.unet_config)?;
-    let graph = super::unet::build_graph(&config);
-    let weights = super::weights::load_params(&files.weights, &graph)?;
     let scheduler = match &files.scheduler_config {
         Some(p) => super::SchedulerConfig::from_file(p)?,
         None => super::SchedulerConfig::default(),
     };
+    super::config::check_pair(&config, &files.unet_config, &scheduler)?;
+    let graph = super::unet::build_graph(&config);
+    let weights = super::weights::load_params(&files.weights, &graph)?;
     let name = std::fs::canonicalize(dir)
         .ok()
         .and_then(|p| p.file_name().map(|n| n.to_string_lossy().into_owned()))

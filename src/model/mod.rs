@@ -25,6 +25,26 @@ pub struct ParamStore {
 }
 
 impl ParamStore {
+    /// Refuses a model with a parameter group (tensors bound together, such
+    /// as the stacked to_q/to_k/to_v) larger than the adapter's largest
+    /// storage binding, before any buffer is made.
+    pub fn check_fits(graph: &Graph, limits: &wgpu::Limits) -> Result<()> {
+        let max = crate::gpu::max_tensor_bytes(limits);
+        for group in &graph.groups {
+            let bytes: u64 = group.iter().map(|&p| graph.params[p].len() as u64 * 4).sum();
+            if bytes > max {
+                bail!(
+                    "parameter {} takes {:.1} MiB, over this adapter's largest storage binding of {:.1} MiB: the model is too large for it",
+                    graph.params[group[0]].name,
+                    bytes as f64 / (1 << 20) as f64,
+                    max as f64 / (1 << 20) as f64
+                );
+            }
+        }
+        Ok(())
+    }
+
+    /// Every parameter of `graph` in slabs (call [`ParamStore::check_fits`] first).
     pub fn new(gpu: &Gpu, graph: &Graph, label: &str) -> ParamStore {
         let mut arena = Arena::new(label, &gpu.limits);
         let mut slots = vec![None; graph.params.len()];
@@ -88,6 +108,7 @@ impl UNet {
                 bail!("parameter {}: {} values, expected {}", p.name, w.len(), p.len());
             }
         }
+        ParamStore::check_fits(&graph, &gpu.limits)?;
         let params = ParamStore::new(&gpu, &graph, "parameters");
         params.upload(&gpu, weights);
         Ok(UNet { gpu, config, graph, params })

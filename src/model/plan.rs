@@ -32,7 +32,12 @@ impl ForwardPlan {
     /// A plan over any parameter store of the graph's layout (the training
     /// weights, or their moving average). `keep_all` keeps every activation
     /// for a backward pass instead of reusing buffers.
+    ///
+    /// Errors (before any buffer is made) when a tensor of this batch would be
+    /// larger than the adapter's largest storage binding, naming the tensor
+    /// and the largest batch that fits (see [`ForwardPlan::max_batch`]).
     pub fn build(gpu: &Gpu, g: &Graph, config: &UNetConfig, params: &ParamStore, batch: u32, keep_all: bool) -> Result<ForwardPlan> {
+        check_batch(g, &gpu.limits, batch, |_| 0)?;
         let mut acts = Arena::separate("activations", &gpu.limits);
         let len = |t: Tid| g.tensors[t].per_image * batch as usize;
         let slots: Vec<_> = if keep_all {
@@ -100,6 +105,12 @@ impl ForwardPlan {
         })
     }
 
+    /// The largest batch whose every activation fits one storage binding of
+    /// a device with these limits (each tensor is bound whole), at least 0.
+    pub fn max_batch(g: &Graph, limits: &wgpu::Limits) -> u32 {
+        largest_batch(g, limits, &|_| 0)
+    }
+
     /// The input x_t (B, in_channels, H, W).
     pub fn sample(&self) -> &TensorView {
         &self.views[self.sample]
@@ -138,6 +149,56 @@ impl ForwardPlan {
     pub fn activation_bytes(&self) -> u64 {
         self.acts.bytes()
     }
+}
+
+/// The largest tensor of a batch: (bytes, name). `extra(batch)` adds
+/// buffers that are not graph tensors (a training plan's scratch), as
+/// (bytes) compared on their own.
+fn largest_tensor(g: &Graph, batch: u32, extra: &dyn Fn(u32) -> u64) -> (u64, String) {
+    let (bytes, name) = g
+        .tensors
+        .iter()
+        .map(|t| (t.per_image as u64 * batch as u64 * 4, t.name.as_str()))
+        .max_by_key(|&(b, _)| b)
+        .unwrap_or((0, "none"));
+    let e = extra(batch);
+    if e > bytes { (e, "scratch".into()) } else { (bytes, name.to_string()) }
+}
+
+/// The largest batch (up to u32::MAX / 2) for which every tensor fits.
+pub(crate) fn largest_batch(g: &Graph, limits: &wgpu::Limits, extra: &dyn Fn(u32) -> u64) -> u32 {
+    let max = crate::gpu::max_tensor_bytes(limits);
+    let fits = |b: u32| largest_tensor(g, b, extra).0 <= max;
+    let (mut lo, mut hi) = (0u32, 1u32);
+    while fits(hi) && hi < u32::MAX / 2 {
+        lo = hi;
+        hi *= 2;
+    }
+    // fits(lo), !fits(hi) (or hi at the cap)
+    while hi - lo > 1 {
+        let mid = lo + (hi - lo) / 2;
+        if fits(mid) { lo = mid } else { hi = mid }
+    }
+    lo
+}
+
+/// Refuses a batch whose largest tensor (graph tensors, and `extra(batch)`
+/// bytes of buffers outside the graph) is over the largest storage binding
+/// of a device with these limits, naming the tensor, its size, the limit and
+/// the largest batch that fits. Callers add the flag the batch came from.
+pub fn check_batch(g: &Graph, limits: &wgpu::Limits, batch: u32, extra: impl Fn(u32) -> u64) -> Result<()> {
+    let max = crate::gpu::max_tensor_bytes(limits);
+    let (bytes, name) = largest_tensor(g, batch, &extra);
+    if bytes > max {
+        let fits = largest_batch(g, limits, &extra);
+        anyhow::bail!(
+            "a batch of {batch} does not fit this adapter: {name} would take {:.1} MiB, over its largest storage binding of {:.1} MiB; \
+             the largest batch that fits is {fits}",
+            bytes as f64 / (1 << 20) as f64,
+            max as f64 / (1 << 20) as f64
+        );
+    }
+    Ok(())
 }
 
 pub fn op_label(g: &Graph, op: &Op) -> String {

@@ -247,15 +247,18 @@ pub fn build_graph(cfg: &UNetConfig) -> Graph {
         }
     }
 
-    // 4. mid
-    let s = cfg.mid_block_scale_factor;
-    let cmid = cfg.block_out_channels[n - 1];
-    x = b.resnet("mid_block.resnets.0", x, cmid, s);
-    if cfg.add_attention {
-        let groups = cfg.attn_norm_num_groups.unwrap_or(cfg.norm_num_groups);
-        x = b.attention("mid_block.attentions.0", x, groups, s);
+    // 4. mid (UNetMidBlock2D: resnet, attention unless add_attention is
+    //    false, resnet); none at all when mid_block_type is null.
+    if cfg.has_mid_block() {
+        let s = cfg.mid_block_scale_factor;
+        let cmid = cfg.block_out_channels[n - 1];
+        x = b.resnet("mid_block.resnets.0", x, cmid, s);
+        if cfg.has_mid_attention() {
+            let groups = cfg.attn_norm_num_groups.unwrap_or(cfg.norm_num_groups);
+            x = b.attention("mid_block.attentions.0", x, groups, s);
+        }
+        x = b.resnet("mid_block.resnets.1", x, cmid, s);
     }
-    x = b.resnet("mid_block.resnets.1", x, cmid, s);
 
     // 5. up
     for (i, ty) in cfg.up_block_types.iter().enumerate() {

@@ -60,11 +60,94 @@ pub fn parse_safetensors(bytes: &[u8]) -> Result<HashMap<String, (Vec<usize>, Ve
     Ok(out)
 }
 
-/// The parameters of `graph` from a diffusers weights file, in graph order.
-/// Missing tensors, wrong shapes and tensors the config has no place for are
-/// errors naming the tensor.
+/// The dtypes Petal reads model weights in: widened to f32 on load.
+/// (The project's own int8 format, once it exists, is read by its own loader.)
+pub const WEIGHT_DTYPES: [Dtype; 3] = [Dtype::F32, Dtype::F16, Dtype::BF16];
+
+/// Parses the safetensors bytes of a weights file (`file` is named in
+/// errors) into f32 tensors by name, refusing any tensor whose dtype is not
+/// one of [`WEIGHT_DTYPES`] (an I64 `conv_in.bias`, say): unlike
+/// [`parse_safetensors`], which also reads the integer timesteps of fixtures.
+/// Errors: not safetensors; a tensor of another dtype, naming it and its dtype.
+pub fn parse_weights(file: &Path, bytes: &[u8]) -> Result<HashMap<String, (Vec<usize>, Vec<f32>)>> {
+    let st = SafeTensors::deserialize(bytes)
+        .map_err(|e| anyhow!("{}: not a valid safetensors file: {e}", file.display()))?;
+    let mut names: Vec<String> = st.names().into_iter().map(String::from).collect();
+    names.sort();
+    for name in &names {
+        let view = st.tensor(name).map_err(|e| anyhow!("{}: tensor {name}: {e}", file.display()))?;
+        if !WEIGHT_DTYPES.contains(&view.dtype()) {
+            bail!(
+                "{}: tensor {name} is stored as {:?}; model weights must be F32, F16 or BF16",
+                file.display(),
+                view.dtype()
+            );
+        }
+    }
+    parse_safetensors(bytes).with_context(|| format!("{}", file.display()))
+}
+
+/// Reads the weights of a model: one safetensors file, or the
+/// `*.safetensors.index.json` of a sharded checkpoint (as diffusers'
+/// `save_pretrained(max_shard_size=...)` writes it: `{"weight_map": {tensor:
+/// shard file}}`, the shards beside it). Every tensor is checked against
+/// [`WEIGHT_DTYPES`]. Errors name the file (the index for a shard that is
+/// missing, or a tensor that is not in the shard the index names).
+pub fn read_weights(path: &Path) -> Result<HashMap<String, (Vec<usize>, Vec<f32>)>> {
+    if path.to_string_lossy().ends_with(".index.json") {
+        return read_sharded(path);
+    }
+    let bytes = std::fs::read(path).with_context(|| format!("reading {}", path.display()))?;
+    parse_weights(path, &bytes)
+}
+
+/// The tensors of a sharded checkpoint, read shard by shard as its index says.
+fn read_sharded(index: &Path) -> Result<HashMap<String, (Vec<usize>, Vec<f32>)>> {
+    #[derive(serde::Deserialize)]
+    struct Index {
+        weight_map: std::collections::BTreeMap<String, String>,
+    }
+    let text = std::fs::read_to_string(index).with_context(|| format!("reading {}", index.display()))?;
+    let idx: Index = serde_json::from_str(&text)
+        .map_err(|e| anyhow!("{}: not a valid safetensors index (expected {{\"weight_map\": {{tensor: file}}}}): {e}", index.display()))?;
+    if idx.weight_map.is_empty() {
+        bail!("{}: the index lists no tensors", index.display());
+    }
+    let dir = index.parent().unwrap_or(Path::new("."));
+    let mut shards: std::collections::BTreeMap<&str, Vec<&str>> = Default::default();
+    for (tensor, file) in &idx.weight_map {
+        if file.contains('/') || file.contains('\\') || file == ".." {
+            bail!("{}: shard {file:?} of tensor {tensor} is not a file name beside the index", index.display());
+        }
+        shards.entry(file.as_str()).or_default().push(tensor.as_str());
+    }
+    let mut out = HashMap::new();
+    for (file, tensors) in shards {
+        let path = dir.join(file);
+        if !path.is_file() {
+            bail!("{}: shard {file} (named by the index) is missing", index.display());
+        }
+        let mut got = read_weights(&path)?;
+        for t in tensors {
+            let v = got
+                .remove(t)
+                .with_context(|| format!("{}: tensor {t} is not in {file}, the shard the index names", index.display()))?;
+            out.insert(t.to_string(), v);
+        }
+        if let Some(extra) = got.keys().min() {
+            bail!("{}: {} holds tensor {extra}, which the index does not list", index.display(), path.display());
+        }
+    }
+    Ok(out)
+}
+
+/// The parameters of `graph` from a diffusers weights file (or a sharded
+/// checkpoint's index, see [`read_weights`]), in graph order. Tensors of a
+/// dtype other than F32/F16/BF16, missing tensors, wrong shapes, non-finite
+/// values and tensors the config has no place for are errors naming the
+/// tensor, so nothing malformed reaches a GPU kernel.
 pub fn load_params(path: &Path, graph: &Graph) -> Result<Vec<Vec<f32>>> {
-    let mut tensors = read_safetensors(path)?;
+    let mut tensors = read_weights(path)?;
     let mut out = Vec::with_capacity(graph.params.len());
     for p in &graph.params {
         let (name, (shape, data)) = match tensors.remove_entry(&p.name) {
@@ -163,5 +246,55 @@ mod tests {
         }
         let back = parse_safetensors(&good).unwrap();
         assert_eq!(back["a"].1, vec![1.0, 2.0, 3.0, 4.0]);
+    }
+
+    fn raw(name: &str, dtype: Dtype, shape: Vec<usize>, data: &[u8]) -> Vec<u8> {
+        let v = safetensors::tensor::TensorView::new(dtype, shape, data).unwrap();
+        safetensors::serialize(vec![(name.to_string(), v)], None).unwrap()
+    }
+
+    #[test]
+    fn weights_of_a_non_float_dtype_are_refused_by_name() {
+        let f = Path::new("unet/diffusion_pytorch_model.safetensors");
+        let ints: Vec<u8> = [0i64, 1, 2].iter().flat_map(|v| v.to_le_bytes()).collect();
+        for (dtype, data) in [(Dtype::I64, &ints[..]), (Dtype::F64, &ints[..]), (Dtype::I32, &ints[..12]), (Dtype::U8, &ints[..3])] {
+            let bytes = raw("conv_in.bias", dtype, vec![3], data);
+            let e = parse_weights(f, &bytes).unwrap_err().to_string();
+            assert!(
+                e.contains("diffusion_pytorch_model.safetensors") && e.contains("conv_in.bias") && e.contains(&format!("{dtype:?}")),
+                "{e}"
+            );
+            // Fixtures (int64 timesteps) still read through parse_safetensors.
+            if dtype != Dtype::U8 {
+                assert_eq!(parse_safetensors(&bytes).unwrap()["conv_in.bias"].1.len(), 3);
+            }
+        }
+        let bf16: Vec<u8> = [1.0f32, 2.0, 3.0].iter().flat_map(|&v| half::bf16::from_f32(v).to_le_bytes()).collect();
+        assert_eq!(parse_weights(f, &raw("b", Dtype::BF16, vec![3], &bf16)).unwrap()["b"].1, vec![1.0, 2.0, 3.0]);
+    }
+
+    #[test]
+    fn sharded_weights_read_through_their_index() {
+        let dir = tempfile::tempdir().unwrap();
+        let a = safetensors_bytes(&[("a".into(), vec![2], &[1.0, 2.0])], StoreDtype::F32).unwrap();
+        let b = safetensors_bytes(&[("b".into(), vec![1], &[3.0])], StoreDtype::F16).unwrap();
+        std::fs::write(dir.path().join("m-00001-of-00002.safetensors"), a).unwrap();
+        std::fs::write(dir.path().join("m-00002-of-00002.safetensors"), b).unwrap();
+        let index = dir.path().join("m.safetensors.index.json");
+        let write_index = |map: &str| std::fs::write(&index, format!(r#"{{"metadata": {{"total_size": 10}}, "weight_map": {map}}}"#)).unwrap();
+        write_index(r#"{"a": "m-00001-of-00002.safetensors", "b": "m-00002-of-00002.safetensors"}"#);
+        let t = read_weights(&index).unwrap();
+        assert_eq!((t["a"].1.clone(), t["b"].1.clone()), (vec![1.0, 2.0], vec![3.0]));
+        // A tensor in the wrong shard, a missing shard, a shard tensor the index does not list.
+        write_index(r#"{"a": "m-00002-of-00002.safetensors", "b": "m-00002-of-00002.safetensors"}"#);
+        let e = read_weights(&index).unwrap_err().to_string();
+        assert!(e.contains("m.safetensors.index.json") && e.contains("tensor a"), "{e}");
+        write_index(r#"{"a": "m-00001-of-00002.safetensors", "b": "m-00003-of-00002.safetensors"}"#);
+        let e = read_weights(&index).unwrap_err().to_string();
+        assert!(e.contains("m.safetensors.index.json") && e.contains("m-00003-of-00002.safetensors") && e.contains("missing"), "{e}");
+        write_index(r#"{"a": "m-00001-of-00002.safetensors"}"#);
+        assert!(read_weights(&index).is_ok(), "an unlisted shard is not read");
+        std::fs::write(&index, "{}").unwrap();
+        assert!(read_weights(&index).unwrap_err().to_string().contains("m.safetensors.index.json"));
     }
 }

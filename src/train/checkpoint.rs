@@ -150,6 +150,9 @@ pub fn save(dest: &Path, s: &Snapshot) -> Result<()> {
 /// Reads a checkpoint written by [`save`].
 pub fn load(dir: &Path) -> Result<Checkpoint> {
     let ts = dir.join("training_state");
+    if dir.exists() && !dir.is_dir() {
+        bail!("{}: not a folder (give a checkpoint-<step> folder)", dir.display());
+    }
     if !dir.is_dir() {
         bail!("{}: no such checkpoint folder", dir.display());
     }
@@ -169,7 +172,7 @@ pub fn load(dir: &Path) -> Result<Checkpoint> {
         (sampling, None)
     };
     let opt_file = ts.join("optimizer.safetensors");
-    let mut opt = crate::model::weights::read_safetensors(&opt_file)?;
+    let mut opt = crate::model::weights::read_weights(&opt_file)?;
     let mut take = |prefix: &str| -> Result<Vec<Vec<f32>>> {
         graph
             .params

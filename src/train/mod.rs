@@ -7,6 +7,7 @@ pub mod init;
 pub mod plan;
 pub mod schedule;
 pub mod trainer;
+pub mod validate;
 
 pub use plan::{StepSettings, StepStats, TrainPlan};
 pub use trainer::{ModelSource, StepLog, TrainControl, TrainEvent, TrainOptions, TrainSummary, train};

@@ -80,11 +80,25 @@ impl GradAlloc<'_> {
 }
 
 impl TrainPlan {
+    /// Refuses, before any buffer is made, a batch with a tensor (activation,
+    /// gradient or scratch) over the adapter's largest storage binding,
+    /// naming the largest batch that fits.
+    pub fn check_batch(gpu: &Gpu, graph: &Graph, batch: u32) -> Result<()> {
+        crate::model::plan::check_batch(graph, &gpu.limits, batch, |b| scratch_bytes(gpu, graph, b))
+    }
+
+    /// The largest training batch this adapter can hold (see [`TrainPlan::check_batch`]).
+    pub fn max_batch(gpu: &Gpu, graph: &Graph) -> u32 {
+        crate::model::plan::largest_batch(graph, &gpu.limits, &|b| scratch_bytes(gpu, graph, b))
+    }
+
     /// `weights` are the starting parameters; `ema` the EMA's, if one is kept.
     pub fn new(gpu: Arc<Gpu>, graph: &Graph, config: &UNetConfig, batch: u32, weights: &[Vec<f32>], ema: Option<&[Vec<f32>]>) -> Result<TrainPlan> {
         if config.dropout != 0.0 {
             bail!("training with dropout {} is not supported (Petal trains with dropout 0)", config.dropout);
         }
+        crate::model::ParamStore::check_fits(graph, &gpu.limits)?;
+        Self::check_batch(&gpu, graph, batch)?;
         let params = ParamStore::new(&gpu, graph, "parameters");
         params.upload(&gpu, weights);
         let grads = ParamStore::new(&gpu, graph, "gradients");
@@ -234,18 +248,29 @@ struct Scratch {
     conv_weight: TensorView,
 }
 
+fn scratch_bytes(gpu: &Gpu, graph: &Graph, batch: u32) -> u64 {
+    let (gn, cw) = scratch_lens(gpu, graph, batch);
+    gn.max(cw) as u64 * 4
+}
+
+/// Elements of the two scratch buffers of a batch: (group norm, conv weight gradient).
+fn scratch_lens(gpu: &Gpu, graph: &Graph, batch: u32) -> (usize, usize) {
+    let (mut gn, mut cw) = (1, 1);
+    for op in &graph.ops {
+        match op {
+            Op::GroupNorm { channels, .. } => gn = gn.max(kernels::group_norm_backward_scratch_len(batch, *channels)),
+            Op::Conv2d { shape, .. } => {
+                cw = cw.max(kernels::conv2d_backward_weight_scratch_len(gpu, &Conv2dShape { batch, ..*shape }))
+            }
+            _ => {}
+        }
+    }
+    (gn, cw)
+}
+
 impl Scratch {
     fn new(gpu: &Gpu, graph: &Graph, batch: u32) -> Scratch {
-        let (mut gn, mut cw) = (1, 1);
-        for op in &graph.ops {
-            match op {
-                Op::GroupNorm { channels, .. } => gn = gn.max(kernels::group_norm_backward_scratch_len(batch, *channels)),
-                Op::Conv2d { shape, .. } => {
-                    cw = cw.max(kernels::conv2d_backward_weight_scratch_len(gpu, &Conv2dShape { batch, ..*shape }))
-                }
-                _ => {}
-            }
-        }
+        let (gn, cw) = scratch_lens(gpu, graph, batch);
         let buf = |label, n: usize| TensorView::whole(gpu.storage_buffer(label, n as u64 * 4));
         Scratch { group_norm: buf("group norm scratch", gn), conv_weight: buf("conv weight-gradient scratch", cw) }
     }

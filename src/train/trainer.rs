@@ -250,9 +250,7 @@ pub fn train(gpu: Arc<Gpu>, opts: &TrainOptions, mut on_event: impl FnMut(TrainE
         Some(s) => (s.seed, s.batch, s.lr, s.warmup, s.adamw, s.max_grad_norm, s.ema),
         None => (opts.seed, opts.batch, opts.lr, opts.warmup, opts.adamw, opts.max_grad_norm, opts.ema),
     };
-    if batch == 0 {
-        bail!("--batch must be at least 1");
-    }
+    let resumed = super::validate::check_run(&gpu, opts, &config, &sched_cfg, &graph, start.state.as_ref())?;
     let data = Dataset::load(&opts.data, h, w)?;
     if data.len < batch as usize {
         bail!("{}: {} usable images, fewer than one batch of {batch}", opts.data.display(), data.len);
@@ -268,7 +266,11 @@ pub fn train(gpu: Arc<Gpu>, opts: &TrainOptions, mut on_event: impl FnMut(TrainE
                     data.len
                 )));
             }
-            s.total_steps
+            let r = resumed.as_ref().expect("checked on resume");
+            if let Some(note) = &r.note {
+                on_event(TrainEvent::Warning(note.clone()));
+            }
+            r.total_steps
         }
         None => {
             let t = opts.epochs * steps_per_epoch;
