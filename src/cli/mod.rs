@@ -3,6 +3,7 @@
 //! is given.
 
 mod bench;
+mod quantize;
 
 use anyhow::{Context, Result, bail};
 use clap::{Args, Parser, Subcommand};
@@ -48,6 +49,8 @@ pub enum Command {
     Parity(ParityCommand),
     /// Time the forward pass, sampling and training on this adapter (random weights).
     Bench(BenchArgs),
+    /// Write a model folder with its weights in FP16 or INT8 (or FP32).
+    Quantize(quantize::QuantizeArgs),
 }
 
 #[derive(Args)]
@@ -79,6 +82,9 @@ pub struct BenchArgs {
     /// Write the figures as JSON here (they are printed either way).
     #[arg(long)]
     out: Option<PathBuf>,
+    /// Weights precision for the forward and sampling figures: fp32, fp16 or int8.
+    #[arg(long, default_value = "fp32")]
+    precision: String,
 }
 
 #[derive(Args)]
@@ -171,6 +177,10 @@ pub struct SampleArgs {
     /// Weights variant, e.g. fp16 for diffusion_pytorch_model.fp16.safetensors.
     #[arg(long)]
     variant: Option<String>,
+    /// Weights on the GPU: fp32, fp16 or int8, converted on load (default:
+    /// as the weights file stores them).
+    #[arg(long)]
+    precision: Option<String>,
 }
 
 #[derive(Subcommand)]
@@ -225,6 +235,7 @@ pub fn run(gpu: &GpuArgs, command: Command) -> Result<()> {
         Command::Parity(ParityCommand::TrainStep(a)) => parity_train_step(gpu, a),
         Command::Train(a) => train(gpu, a),
         Command::Bench(a) => bench_cmd(gpu, a),
+        Command::Quantize(a) => quantize::run(a),
     }
 }
 
@@ -234,7 +245,7 @@ fn sample(gpu_args: &GpuArgs, a: SampleArgs) -> Result<()> {
     }
     let gpu = open_gpu(gpu_args)?;
     eprintln!("adapter: {}", gpu.describe());
-    let (unet, sched) = UNet::load(gpu.clone(), &a.model, a.variant.as_deref())?;
+    let (unet, sched) = quantize::load_for_sampling(&gpu, &a.model, a.variant.as_deref(), a.precision.as_deref())?;
     let (h, w) = unet.config.sample_hw();
     let c = unet.config.in_channels as usize;
     let mut sampler = Sampler::new(&unet, &sched, a.batch, a.steps)?;
@@ -523,6 +534,7 @@ fn bench_cmd(gpu_args: &GpuArgs, a: BenchArgs) -> Result<()> {
         repeats: a.repeats,
         sample_repeats: a.sample_repeats,
         profile: a.profile,
+        precision: petal::model::Precision::parse(&a.precision)?,
     };
     let figures = bench::run(gpu, &opts)?;
     let text = serde_json::to_string_pretty(&figures)?;

@@ -14,8 +14,8 @@ pub struct ModelFolder {
 }
 
 /// Finds a model's files. `variant` picks `diffusion_pytorch_model.<variant>.safetensors`;
-/// without one, the plain file is preferred and an fp16 file is used when it
-/// is the only one.
+/// without one, the plain file is preferred, then the fp16 file, then the
+/// int8 file that `petal quantize` writes.
 pub fn resolve(dir: &Path, variant: Option<&str>) -> Result<ModelFolder> {
     if !dir.exists() {
         bail!("{}: no such model folder", dir.display());
@@ -35,7 +35,11 @@ pub fn resolve(dir: &Path, variant: Option<&str>) -> Result<ModelFolder> {
     };
     let names: Vec<String> = match variant {
         Some(v) => vec![format!("diffusion_pytorch_model.{v}.safetensors")],
-        None => vec!["diffusion_pytorch_model.safetensors".into(), "diffusion_pytorch_model.fp16.safetensors".into()],
+        None => vec![
+            "diffusion_pytorch_model.safetensors".into(),
+            "diffusion_pytorch_model.fp16.safetensors".into(),
+            "diffusion_pytorch_model.int8.safetensors".into(),
+        ],
     };
     let weights = names.iter().map(|n| unet_dir.join(n)).find(|p| p.is_file());
     let Some(weights) = weights else {
@@ -66,8 +70,12 @@ pub struct LoadedModel {
     pub config: super::UNetConfig,
     /// diffusers' DDPMScheduler defaults when the folder has no scheduler config.
     pub scheduler: super::SchedulerConfig,
-    /// Every parameter in graph order (`unet::build_graph(&config)`), widened to f32.
+    /// Every parameter in graph order (`unet::build_graph(&config)`), widened to f32
+    /// (int8 ones dequantized).
     pub weights: Vec<Vec<f32>>,
+    /// How the file stored each parameter (graph order), for converting to a
+    /// precision without loss (see [`super::precision`]).
+    pub stored: Vec<super::precision::Stored>,
 }
 
 /// Reads a model folder (either layout, see [`resolve`]): config.json, the
@@ -76,7 +84,7 @@ pub fn load(dir: &Path, variant: Option<&str>) -> Result<LoadedModel> {
     let files = resolve(dir, variant)?;
     let config = super::UNetConfig::from_file(&files.unet_config)?;
     let graph = super::unet::build_graph(&config);
-    let weights = super::weights::load_params(&files.weights, &graph)?;
+    let (weights, stored) = super::precision::read_weights(&files.weights, &graph)?;
     let scheduler = match &files.scheduler_config {
         Some(p) => super::SchedulerConfig::from_file(p)?,
         None => super::SchedulerConfig::default(),
@@ -85,5 +93,5 @@ pub fn load(dir: &Path, variant: Option<&str>) -> Result<LoadedModel> {
         .ok()
         .and_then(|p| p.file_name().map(|n| n.to_string_lossy().into_owned()))
         .unwrap_or_else(|| dir.display().to_string());
-    Ok(LoadedModel { name, files, config, scheduler, weights })
+    Ok(LoadedModel { name, files, config, scheduler, weights, stored })
 }

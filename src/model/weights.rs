@@ -60,49 +60,12 @@ pub fn parse_safetensors(bytes: &[u8]) -> Result<HashMap<String, (Vec<usize>, Ve
     Ok(out)
 }
 
-/// The parameters of `graph` from a diffusers weights file, in graph order.
-/// Missing tensors, wrong shapes and tensors the config has no place for are
-/// errors naming the tensor.
+/// The parameters of `graph` from a diffusers weights file, in graph order,
+/// widened to f32 (int8 files dequantized). Missing tensors, wrong shapes,
+/// tensors the config has no place for and inconsistent int8 files are
+/// errors naming the file and tensor (see [`super::precision::read_weights`]).
 pub fn load_params(path: &Path, graph: &Graph) -> Result<Vec<Vec<f32>>> {
-    let mut tensors = read_safetensors(path)?;
-    let mut out = Vec::with_capacity(graph.params.len());
-    for p in &graph.params {
-        let (name, (shape, data)) = match tensors.remove_entry(&p.name) {
-            Some(t) => t,
-            None => match legacy_name(&p.name).and_then(|l| tensors.remove_entry(&l)) {
-                Some(t) => t,
-                None => bail!(
-                    "{}: tensor {} is missing (the config in use expects it; does config.json belong to these weights?)",
-                    path.display(),
-                    p.name
-                ),
-            },
-        };
-        if shape != p.shape {
-            bail!(
-                "{}: tensor {name} has shape {:?}, but the config needs {:?} (does config.json belong to these weights?)",
-                path.display(),
-                shape,
-                p.shape
-            );
-        }
-        if let Some(i) = data.iter().position(|v| !v.is_finite()) {
-            bail!("{}: tensor {name} holds a non-finite value at index {i}", path.display());
-        }
-        out.push(data);
-    }
-    if !tensors.is_empty() {
-        let mut extra: Vec<_> = tensors.keys().cloned().collect();
-        extra.sort();
-        let shown = extra.iter().take(3).cloned().collect::<Vec<_>>().join(", ");
-        bail!(
-            "{}: {} tensor(s) the config has no place for ({shown}{}); does config.json belong to these weights?",
-            path.display(),
-            extra.len(),
-            if extra.len() > 3 { ", ..." } else { "" }
-        );
-    }
-    Ok(out)
+    Ok(super::precision::read_weights(path, graph)?.0)
 }
 
 /// How parameters are stored on disk.
