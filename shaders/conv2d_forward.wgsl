@@ -10,7 +10,8 @@
 //
 // Generic variant: each invocation computes TM output channels x 4
 // consecutive output pixels of one image, accumulating in registers.
-// y is written (=), never accumulated.
+// y is written (=), never accumulated. w may be stored as f32, f16 or int8
+// (see shaders/snippets/weights_*.wgsl); arithmetic is f32.
 // petal:trusted (indices are clamped or guarded by sizes its Rust wrapper checks; loops are finite)
 
 struct Params {
@@ -25,9 +26,12 @@ const HAS_TEMB: u32 = 2u;
 const HAS_RESIDUAL: u32 = 4u;
 const TM: u32 = {{TM}}u;
 
+// w_at, w_scale: wt in its stored format (f32, f16 or int8).
+// #include "snippets/weights_{{WEIGHTS}}.wgsl"
+
 @group(0) @binding(0) var<uniform> p: Params;
 @group(0) @binding(1) var<storage, read> x: array<f32>;
-@group(0) @binding(2) var<storage, read> wt: array<f32>;
+@group(0) @binding(2) var<storage, read> wt: array<WWord>;
 @group(0) @binding(3) var<storage, read> bias: array<f32>;
 @group(0) @binding(4) var<storage, read> temb: array<f32>;
 @group(0) @binding(5) var<storage, read> residual: array<f32>;
@@ -82,7 +86,7 @@ fn main(@builtin(global_invocation_id) gid: vec3<u32>) {
                 let k = ci * kk + ky * p.ksize + kx;
                 for (var t = 0u; t < TM; t++) {
                     let co = min(co0 + t, p.cout - 1u);
-                    acc[t] += wt[co * wrow + k] * xv;
+                    acc[t] += w_at(co * wrow + k) * xv;
                 }
             }
         }
@@ -93,6 +97,7 @@ fn main(@builtin(global_invocation_id) gid: vec3<u32>) {
         if (co >= p.cout) {
             break;
         }
+        let scale = w_scale(co, p.cout * wrow);
         var add = 0.0;
         if ((p.flags & HAS_BIAS) != 0u) {
             add += bias[co];
@@ -105,7 +110,7 @@ fn main(@builtin(global_invocation_id) gid: vec3<u32>) {
                 continue;
             }
             let o = (b * p.cout + co) * hw + p0 + j;
-            var v = acc[t][j] + add;
+            var v = acc[t][j] * scale + add;
             if ((p.flags & HAS_RESIDUAL) != 0u) {
                 v = (v + residual[o]) / p.out_div;
             } else {

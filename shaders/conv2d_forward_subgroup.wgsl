@@ -58,7 +58,12 @@ const C0OFF: i32 = {{C0OFF}};
 
 @group(0) @binding(0) var<uniform> p: Params;
 @group(0) @binding(1) var<storage, read> x: array<f32>;
-@group(0) @binding(2) var<storage, read> wt: array<f32>;
+@group(0) @binding(2) var<storage, read> wt: array<WWord>;
+
+// w_at, w_at9, w_scale: wt in its stored format (f32, f16 or int8). Packed
+// formats load a channel's 3x3 taps with fewer loads (w_at9), and loads are
+// what this kernel pays for.
+// #include "snippets/weights_{{WEIGHTS}}.wgsl"
 @group(0) @binding(3) var<storage, read> bias: array<f32>;
 @group(0) @binding(4) var<storage, read> temb: array<f32>;
 @group(0) @binding(5) var<storage, read> residual: array<f32>;

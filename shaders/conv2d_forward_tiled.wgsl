@@ -10,7 +10,8 @@
 // memory, then each invocation accumulates 4 channels x 4 pixels in
 // registers. Pixels are strided by 16 within the tile (n = tx + 16 j) so that
 // neighbouring invocations load and store neighbouring pixels (coalesced).
-// Portable WGSL: no subgroups, 8 KiB of workgroup memory.
+// Portable WGSL: no subgroups, 8 KiB of workgroup memory. w may be stored as
+// f32, f16 or int8 (shaders/snippets/weights_*.wgsl); arithmetic is f32.
 // petal:trusted (indices are clamped or guarded by sizes its Rust wrapper checks; loops are finite)
 
 struct Params {
@@ -32,7 +33,10 @@ const BK: u32 = 16u;
 
 @group(0) @binding(0) var<uniform> p: Params;
 @group(0) @binding(1) var<storage, read> x: array<f32>;
-@group(0) @binding(2) var<storage, read> wt: array<f32>;
+@group(0) @binding(2) var<storage, read> wt: array<WWord>;
+
+// w_at, w_scale: wt in its stored format (f32, f16 or int8).
+// #include "snippets/weights_{{WEIGHTS}}.wgsl"
 @group(0) @binding(3) var<storage, read> bias: array<f32>;
 @group(0) @binding(4) var<storage, read> temb: array<f32>;
 @group(0) @binding(5) var<storage, read> residual: array<f32>;
@@ -86,7 +90,7 @@ fn main(
         for (var c = 0u; c < 4u; c++) {
             let k = k0 + ak + c;
             let ok = a_co < p.cout && k < k_total;
-            av[c] = select(0.0, wt[min(a_co, p.cout - 1u) * k_total + min(k, k_total - 1u)], ok);
+            av[c] = select(0.0, w_at(min(a_co, p.cout - 1u) * k_total + min(k, k_total - 1u)), ok);
         }
         for (var c = 0u; c < 4u; c++) {
             // As[k][m] with m = am: component am % 4 of vec4 am / 4.
@@ -127,7 +131,7 @@ fn main(
             if (co >= p.cout) {
                 continue;
             }
-            var v = acc[j][i];
+            var v = acc[j][i] * w_scale(co, p.cout * k_total);
             if ((p.flags & HAS_BIAS) != 0u) {
                 v += bias[co];
             }

@@ -2,7 +2,8 @@
 // act is SiLU when silu_input = 1 (the time embedding MLP and every
 // ResnetBlock2D's time_emb_proj take silu(temb)) and identity otherwise.
 // x is (B, in), w (out, in) as torch.nn.Linear stores it, y (B, out).
-// One invocation per output; y is written (=).
+// One invocation per output; y is written (=). w may be stored as f32, f16
+// or int8 (shaders/snippets/weights_*.wgsl); arithmetic is f32.
 // petal:trusted (indices stay in bounds for sizes its Rust wrapper checks; loops are finite)
 
 struct Params {
@@ -11,7 +12,10 @@ struct Params {
 
 @group(0) @binding(0) var<uniform> p: Params;
 @group(0) @binding(1) var<storage, read> x: array<f32>;
-@group(0) @binding(2) var<storage, read> w: array<f32>;
+@group(0) @binding(2) var<storage, read> wt: array<WWord>;
+
+// w_at, w_scale: the weight in its stored format (f32, f16 or int8).
+// #include "snippets/weights_{{WEIGHTS}}.wgsl"
 @group(0) @binding(3) var<storage, read> bias: array<f32>;
 @group(0) @binding(4) var<storage, read_write> y: array<f32>;
 
@@ -28,7 +32,7 @@ fn main(@builtin(global_invocation_id) gid: vec3<u32>) {
         if (p.silu_input != 0u) {
             v = v / (1.0 + exp(-v));
         }
-        acc += w[o * p.in_features + i] * v;
+        acc += w_at(o * p.in_features + i) * v;
     }
-    y[b * p.out_features + o] = acc + bias[o];
+    y[b * p.out_features + o] = acc * w_scale(o, p.out_features * p.in_features) + bias[o];
 }

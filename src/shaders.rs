@@ -2,6 +2,12 @@
 //!
 //! A shader names its variant knobs as `{{NAME}}`; [`PipelineKey::define`]
 //! supplies the values. Every placeholder must be given a value.
+//!
+//! A line `// #include "snippets/NAME.wgsl"` is replaced by that snippet
+//! (placeholders are filled first, so the name may hold one: the kernels that
+//! read weights say `// #include "snippets/weights_{{WEIGHTS}}.wgsl"` and their
+//! wrapper defines WEIGHTS from the weight tensor's [`Dtype`](crate::gpu::Dtype)).
+//! Each weight format is thus read by one snippet shared by every kernel.
 
 use crate::gpu::PipelineKey;
 use anyhow::{Result, anyhow};
@@ -47,8 +53,36 @@ shaders!(
     "linear_backward_weight_subgroup",
 );
 
+/// (path, source) of every snippet in `shaders/snippets/`.
+pub const SNIPPETS: &[(&str, &str)] = &[
+    ("snippets/weights_f32.wgsl", include_str!("../shaders/snippets/weights_f32.wgsl")),
+    ("snippets/weights_f16.wgsl", include_str!("../shaders/snippets/weights_f16.wgsl")),
+    ("snippets/weights_i8.wgsl", include_str!("../shaders/snippets/weights_i8.wgsl")),
+];
+
 pub fn source(name: &str) -> Option<&'static str> {
     ALL.iter().find(|(n, _)| *n == name).map(|(_, s)| *s)
+}
+
+/// Replaces every `// #include "PATH"` line by the snippet at PATH.
+fn expand_includes(shader: &str, src: &str) -> Result<String> {
+    let mut out = String::with_capacity(src.len());
+    for line in src.lines() {
+        match line.trim().strip_prefix("// #include ") {
+            Some(rest) => {
+                let path = rest.trim().trim_matches('"');
+                let snippet = SNIPPETS
+                    .iter()
+                    .find(|(p, _)| *p == path)
+                    .map(|(_, s)| *s)
+                    .ok_or_else(|| anyhow!("shader {shader}: no snippet {path}"))?;
+                out.push_str(snippet);
+            }
+            None => out.push_str(line),
+        }
+        out.push('\n');
+    }
+    Ok(out)
 }
 
 /// The WGSL for `key`, with its placeholders filled in.
@@ -62,6 +96,9 @@ pub fn render(key: &PipelineKey, features: wgpu::Features) -> Result<String> {
         }
         out = out.replace(&pat, value);
     }
+    if out.contains("// #include ") {
+        out = expand_includes(key.shader, &out)?;
+    }
     if let Some(start) = out.find("{{") {
         let end = out[start..].find("}}").map_or(out.len(), |e| start + e + 2);
         return Err(anyhow!("shader {}: no value for {}", key.shader, &out[start..end]));
@@ -70,4 +107,23 @@ pub fn render(key: &PipelineKey, features: wgpu::Features) -> Result<String> {
         return Err(anyhow!("shader {} needs subgroups, which this adapter lacks", key.shader));
     }
     Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn includes_take_the_snippet_of_the_weight_format() {
+        for format in ["f32", "f16", "i8"] {
+            let key = PipelineKey::new("linear_forward").define("WEIGHTS", format);
+            let src = render(&key, wgpu::Features::empty()).unwrap();
+            assert!(!src.contains("#include"), "{format}: include left in place");
+            let marker = if format == "f32" { "alias WWord = f32;" } else { "alias WWord = u32;" };
+            assert!(src.contains(marker) && src.contains("fn w_at("), "{format}");
+        }
+        let key = PipelineKey::new("linear_forward").define("WEIGHTS", "q4");
+        let err = render(&key, wgpu::Features::empty()).unwrap_err();
+        assert!(err.to_string().contains("no snippet snippets/weights_q4.wgsl"), "{err}");
+    }
 }

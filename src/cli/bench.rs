@@ -23,6 +23,8 @@ pub struct BenchOptions {
     /// Timed runs of each sampling loop (after a 1-step warm-up loop).
     pub sample_repeats: usize,
     pub profile: bool,
+    /// Weights precision of the forward and sampling figures (training is f32).
+    pub precision: petal::model::Precision,
 }
 
 fn median(mut v: Vec<f64>) -> f64 {
@@ -61,7 +63,11 @@ fn profile(gpu: &Gpu, dispatches: &[Dispatch]) -> Result<BTreeMap<String, f64>> 
 pub fn run(gpu: Arc<Gpu>, o: &BenchOptions) -> Result<serde_json::Value> {
     let graph = build_graph(&o.config);
     let weights = petal::train::init::init_weights(&graph, 0);
-    let unet = UNet::new(gpu.clone(), o.config.clone(), &weights)?;
+    // The random weights in the precision asked for, as `petal quantize` would store them.
+    let stored = vec![petal::model::precision::Stored::F32; weights.len()];
+    let host = petal::model::precision::convert(&graph, &weights, &stored, o.precision);
+    let unet = UNet::from_host(gpu.clone(), o.config.clone(), &host, o.precision)?;
+    eprintln!("weights: {} on the GPU; {}", unet.params.gpu_bytes(), o.precision.describe(&gpu));
     let (h, w) = o.config.sample_hw();
     let per_image = (o.config.in_channels * h * w) as usize;
     let mut out = serde_json::json!({
@@ -69,6 +75,9 @@ pub fn run(gpu: Arc<Gpu>, o: &BenchOptions) -> Result<serde_json::Value> {
         "config": o.config_name,
         "parameters": graph.num_parameters(),
         "gflop_per_image_forward": 2.0 * graph.macs_per_image() as f64 / 1e9,
+        "precision": o.precision.name(),
+        "weights_gpu_bytes": unet.params.gpu_bytes(),
+        "weights_file_bytes": petal::model::precision::weights_bytes(&graph, &host)?.len(),
     });
     for &b in &o.forward_batches {
         let plan = ForwardPlan::new(&unet, b)?;

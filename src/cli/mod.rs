@@ -4,6 +4,7 @@
 
 mod bench;
 mod eval;
+mod quantize;
 
 use anyhow::{Context, Result, bail};
 use clap::{Args, Parser, Subcommand};
@@ -51,6 +52,8 @@ pub enum Command {
     Bench(BenchArgs),
     /// Measure sample quality against real images: SWD and nearest real images (CPU only).
     Eval(eval::EvalArgs),
+    /// Write a model folder with its weights in FP16 or INT8 (or FP32).
+    Quantize(quantize::QuantizeArgs),
 }
 
 #[derive(Args)]
@@ -82,6 +85,9 @@ pub struct BenchArgs {
     /// Write the figures as JSON here (they are printed either way).
     #[arg(long)]
     out: Option<PathBuf>,
+    /// Weights precision for the forward and sampling figures: fp32, fp16 or int8.
+    #[arg(long, default_value = "fp32")]
+    precision: String,
 }
 
 #[derive(Args)]
@@ -206,6 +212,10 @@ pub struct ParitySampleArgs {
     files: ParityArgs,
     #[command(flatten)]
     scheduler: SchedulerArgs,
+    /// Weights on the GPU: fp32, fp16 or int8, converted on load (default:
+    /// as the weights file stores them).
+    #[arg(long)]
+    precision: Option<String>,
 }
 
 #[derive(Subcommand)]
@@ -262,6 +272,7 @@ pub fn run(gpu: &GpuArgs, command: Command) -> Result<()> {
         Command::Train(a) => train(gpu, a),
         Command::Bench(a) => bench_cmd(gpu, a),
         Command::Eval(a) => eval::run(a),
+        Command::Quantize(a) => quantize::run(a),
     }
 }
 
@@ -272,7 +283,7 @@ fn sample(gpu_args: &GpuArgs, a: SampleArgs) -> Result<()> {
     let kind = a.scheduler.kind()?;
     let gpu = open_gpu(gpu_args)?;
     eprintln!("adapter: {}", gpu.describe());
-    let (unet, sched) = UNet::load(gpu.clone(), &a.model, a.variant.as_deref())?;
+    let (unet, sched) = quantize::load_for_sampling(&gpu, &a.model, a.variant.as_deref(), a.precision.as_deref())?;
     let (h, w) = unet.config.sample_hw();
     let c = unet.config.in_channels as usize;
     image_io::check_channels(unet.config.in_channels).with_context(|| format!("{}", a.model.display()))?;
@@ -602,6 +613,7 @@ fn bench_cmd(gpu_args: &GpuArgs, a: BenchArgs) -> Result<()> {
         repeats: a.repeats,
         sample_repeats: a.sample_repeats,
         profile: a.profile,
+        precision: petal::model::Precision::parse(&a.precision)?,
     };
     let figures = bench::run(gpu, &opts)?;
     let text = serde_json::to_string_pretty(&figures)?;

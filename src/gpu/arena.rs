@@ -6,34 +6,100 @@
 use std::num::NonZeroU64;
 use std::sync::Arc;
 
-/// A range of f32 elements inside a GPU buffer.
+/// How a tensor's elements are stored in its buffer. Activations, gradients
+/// and optimizer state are always [`Dtype::F32`]; inference weights may be
+/// stored narrower and are widened inside the kernels that read them, through
+/// the WGSL snippet of their format (`shaders/snippets/weights_*.wgsl`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Dtype {
+    /// One f32 per element.
+    F32,
+    /// IEEE half precision, two per 32-bit word (element 2i in the low half,
+    /// as WGSL's `unpack2x16float` reads it).
+    F16,
+    /// Symmetric int8 for a (rows, len / rows) matrix: four per 32-bit word
+    /// (element 4i in the lowest byte), then `rows` f32 scales, one per row
+    /// (output channel), starting at the next word. Value = q * scale[row].
+    I8 { rows: u32 },
+}
+
+impl Dtype {
+    /// Bytes `len` elements take, rounded up to whole 32-bit words (for I8,
+    /// including the scales).
+    pub fn bytes(self, len: usize) -> u64 {
+        let len = len as u64;
+        match self {
+            Dtype::F32 => len * 4,
+            Dtype::F16 => (len * 2).next_multiple_of(4),
+            Dtype::I8 { rows } => len.next_multiple_of(4) + rows as u64 * 4,
+        }
+    }
+
+    /// The name of the shader snippet that reads this format
+    /// (`shaders/snippets/weights_<name>.wgsl`): "f32", "f16" or "i8".
+    pub fn name(self) -> &'static str {
+        match self {
+            Dtype::F32 => "f32",
+            Dtype::F16 => "f16",
+            Dtype::I8 { .. } => "i8",
+        }
+    }
+
+    /// Decodes the raw little-endian bytes of `len` elements to f32
+    /// (dequantized, for I8).
+    pub fn decode(self, bytes: &[u8], len: usize) -> Vec<f32> {
+        match self {
+            Dtype::F32 => bytemuck::cast_slice::<u8, f32>(&bytes[..len * 4]).to_vec(),
+            Dtype::F16 => bytes[..len * 2]
+                .chunks_exact(2)
+                .map(|c| half::f16::from_le_bytes([c[0], c[1]]).to_f32())
+                .collect(),
+            Dtype::I8 { rows } => {
+                let at = len.next_multiple_of(4);
+                let scales: &[f32] = bytemuck::cast_slice(&bytes[at..at + rows as usize * 4]);
+                let per_row = len / rows.max(1) as usize;
+                (0..len).map(|i| bytes[i] as i8 as f32 * scales[i / per_row.max(1)]).collect()
+            }
+        }
+    }
+}
+
+/// A range of elements inside a GPU buffer, stored as `dtype`.
 #[derive(Clone, Debug)]
 pub struct TensorView {
     buf: Arc<wgpu::Buffer>,
     /// Byte offset into the buffer.
     pub offset: u64,
-    /// Number of f32 elements.
+    /// Number of elements.
     pub len: usize,
+    pub dtype: Dtype,
 }
 
 impl TensorView {
+    /// An f32 view.
     pub fn new(buf: Arc<wgpu::Buffer>, offset: u64, len: usize) -> TensorView {
-        assert!(offset + (len as u64) * 4 <= buf.size(), "tensor view outside its buffer");
-        TensorView { buf, offset, len }
+        TensorView::typed(buf, offset, len, Dtype::F32)
     }
 
-    /// A view of a whole standalone buffer.
+    /// A view of `len` elements stored as `dtype`.
+    pub fn typed(buf: Arc<wgpu::Buffer>, offset: u64, len: usize, dtype: Dtype) -> TensorView {
+        assert!(offset + dtype.bytes(len) <= buf.size(), "tensor view outside its buffer");
+        TensorView { buf, offset, len, dtype }
+    }
+
+    /// An f32 view of a whole standalone buffer.
     pub fn whole(buf: wgpu::Buffer) -> TensorView {
         let len = (buf.size() / 4) as usize;
-        TensorView { buf: Arc::new(buf), offset: 0, len }
+        TensorView { buf: Arc::new(buf), offset: 0, len, dtype: Dtype::F32 }
     }
 
     pub fn buffer(&self) -> &wgpu::Buffer {
         &self.buf
     }
 
+    /// Bytes the view covers (whole 32-bit words; for I8 with its scales).
     pub fn bytes(&self) -> u64 {
-        self.len as u64 * 4
+        self.dtype.bytes(self.len)
     }
 
     /// The bind-group resource for this range.
@@ -49,11 +115,13 @@ impl TensorView {
     /// written; bind it only if its offset meets the storage alignment.
     pub fn slice(&self, start: usize, len: usize) -> TensorView {
         assert!(start + len <= self.len, "slice outside tensor view");
-        TensorView { buf: self.buf.clone(), offset: self.offset + start as u64 * 4, len }
+        assert_eq!(self.dtype, Dtype::F32, "slice of a packed tensor");
+        TensorView { buf: self.buf.clone(), offset: self.offset + start as u64 * 4, len, dtype: Dtype::F32 }
     }
 
     /// The same start with another length (within the buffer).
     pub fn clone_with_len(&self, len: usize) -> TensorView {
+        assert_eq!(self.dtype, Dtype::F32, "clone_with_len of a packed tensor");
         TensorView::new(self.buf.clone(), self.offset, len)
     }
 
@@ -121,6 +189,12 @@ impl Arena {
         self.alloc_group(&[len])[0]
     }
 
+    /// Reserves `bytes` bytes (rounded up to whole words); the slot's `len`
+    /// is in 32-bit words. For packed tensors, viewed with [`Arena::view_typed`].
+    pub fn alloc_bytes(&mut self, bytes: u64) -> Slot {
+        self.alloc(bytes.div_ceil(4) as usize)
+    }
+
     /// Reserves several tensors back to back with no padding between them, so
     /// the group can also be bound as one tensor (to_q, to_k and to_v become
     /// one (3C, C) matrix this way).
@@ -174,6 +248,12 @@ impl Arena {
 
     pub fn view(&self, slot: Slot) -> TensorView {
         TensorView::new(self.buffers[slot.slab].clone(), slot.offset, slot.len)
+    }
+
+    /// `len` elements stored as `dtype` at byte `offset` past the start of `slot`.
+    pub fn view_typed(&self, slot: Slot, offset: u64, len: usize, dtype: Dtype) -> TensorView {
+        assert!(offset + dtype.bytes(len) <= slot.len as u64 * 4, "typed view outside its slot");
+        TensorView::typed(self.buffers[slot.slab].clone(), slot.offset + offset, len, dtype)
     }
 
     /// Every slab as one view, for whole-arena passes (clearing gradients,

@@ -7,7 +7,7 @@
 mod arena;
 mod pipelines;
 
-pub use arena::{Arena, Slot, TensorView, max_tensor_bytes};
+pub use arena::{Arena, Dtype, Slot, TensorView, max_tensor_bytes};
 pub use pipelines::{Dispatch, PipelineCache, PipelineKey, grid_1d};
 
 use anyhow::{Context, Result, anyhow};
@@ -213,6 +213,15 @@ impl Gpu {
         buf
     }
 
+    /// A standalone tensor of `len` elements stored as `dtype`, initialised
+    /// with its raw bytes (`dtype.bytes(len)` of them; see [`Dtype`]).
+    pub fn upload_typed(&self, label: &str, len: usize, dtype: Dtype, bytes: &[u8]) -> TensorView {
+        let buf = self.storage_buffer(label, dtype.bytes(len));
+        let view = TensorView::typed(Arc::new(buf), 0, len, dtype);
+        self.write_bytes(&view, bytes);
+        view
+    }
+
     /// An empty storage buffer of `bytes` bytes (rounded up to 4), usable as a
     /// copy source and destination.
     pub fn storage_buffer(&self, label: &str, bytes: u64) -> wgpu::Buffer {
@@ -232,7 +241,8 @@ impl Gpu {
         Ok(self.read_many(&[view])?.pop().unwrap())
     }
 
-    /// Copies several views back with one submission and one wait.
+    /// Copies several views back with one submission and one wait. Packed
+    /// views come back widened to f32 (int8 dequantized with their scales).
     pub fn read_many(&self, views: &[&TensorView]) -> Result<Vec<Vec<f32>>> {
         let total: u64 = views.iter().map(|v| v.bytes()).sum();
         let staging = self.device.create_buffer(&wgpu::BufferDescriptor {
@@ -258,12 +268,12 @@ impl Gpu {
             .map_err(|_| anyhow!("GPU readback was dropped"))?
             .map_err(|e| anyhow!("GPU readback failed: {e}"))?;
         let data = slice.get_mapped_range().map_err(|e| anyhow!("GPU readback failed: {e:?}"))?;
-        let all: &[f32] = bytemuck::cast_slice(&data);
         let mut out = Vec::with_capacity(views.len());
         let mut at = 0;
         for v in views {
-            out.push(all[at..at + v.len].to_vec());
-            at += v.len;
+            let bytes = v.bytes() as usize;
+            out.push(v.dtype.decode(&data[at..at + bytes], v.len));
+            at += bytes;
         }
         drop(data);
         staging.unmap();
@@ -273,7 +283,15 @@ impl Gpu {
     /// Writes `data` into `view` (queued; takes effect before the next submission).
     pub fn write_f32(&self, view: &TensorView, data: &[f32]) {
         assert_eq!(data.len(), view.len, "write_f32: length mismatch");
+        assert_eq!(view.dtype, Dtype::F32, "write_f32 into a packed tensor");
         self.queue.write_buffer(view.buffer(), view.offset, bytemuck::cast_slice(data));
+    }
+
+    /// Writes a tensor's raw bytes in its own format (see [`Dtype`]);
+    /// `bytes.len()` must be `view.bytes()`.
+    pub fn write_bytes(&self, view: &TensorView, bytes: &[u8]) {
+        assert_eq!(bytes.len() as u64, view.bytes(), "write_bytes: length mismatch");
+        self.queue.write_buffer(view.buffer(), view.offset, bytes);
     }
 }
 

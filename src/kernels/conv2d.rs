@@ -16,7 +16,7 @@
 //! 12-13; 8x8 and 4x4 3x3 at batch 16 -> 22-26 (at batch 1 these are bound by
 //! loading the weights: 7-19).
 
-use crate::gpu::{Dispatch, Gpu, KernelFamily, PipelineKey, TensorView};
+use crate::gpu::{Dispatch, Dtype, Gpu, KernelFamily, PipelineKey, TensorView};
 use anyhow::{Result, ensure};
 
 #[derive(Clone, Copy, Debug, PartialEq)]
@@ -228,7 +228,9 @@ pub fn subgroup_tile_for(s: &Conv2dShape) -> SubgroupTile {
 }
 
 /// y (B, cout, ho, wo) = conv(x (B, cin, h, w), w (cout, cin, k, k)) + epilogue.
-/// y is written (=). The kernel is the best of the adapter's family.
+/// y is written (=). The kernel is the best of the adapter's family. w may be
+/// stored as f32, f16 or int8 with cout scales ([`Dtype`]); the kernel reads
+/// it through that format's snippet and computes in f32.
 pub fn conv2d_forward(
     gpu: &Gpu,
     label: &str,
@@ -257,6 +259,9 @@ pub fn conv2d_forward_with(
     ensure!(x.len == s.in_len(), "{label}: input has {} values, shape wants {}", x.len, s.in_len());
     ensure!(y.len == s.out_len(), "{label}: output has {} values, shape wants {}", y.len, s.out_len());
     ensure!(w.len == s.weight_len(), "{label}: weight has {} values, shape wants {}", w.len, s.weight_len());
+    if let Dtype::I8 { rows } = w.dtype {
+        ensure!(rows == s.cout, "{label}: int8 weight has {rows} scales for {} output channels", s.cout);
+    }
     if let Some(r) = epi.residual {
         ensure!(r.len == y.len, "{label}: residual does not match the output");
     }
@@ -298,18 +303,18 @@ pub fn conv2d_forward_with(
     match kernel {
         Conv2dKernel::Generic => {
             let tm = 8;
-            let key = PipelineKey::new("conv2d_forward").define("TM", tm);
+            let key = PipelineKey::new("conv2d_forward").define("TM", tm).define("WEIGHTS", w.dtype.name());
             let blocks = s.batch * (ho * wo).div_ceil(4);
             gpu.dispatch(label, &key, &params, &buffers, [blocks.div_ceil(64), s.cout.div_ceil(tm), 1])
         }
         Conv2dKernel::Subgroup(t) => {
             ensure!(super::subgroups_of_8(gpu), "{label}: the subgroup kernel needs subgroups of 8 lanes");
-            let key = subgroup_key(s, &t).map_err(|e| anyhow::anyhow!("{label}: {e}"))?;
+            let key = subgroup_key(s, &t).map_err(|e| anyhow::anyhow!("{label}: {e}"))?.define("WEIGHTS", w.dtype.name());
             let blocks = s.batch.div_ceil(t.nb) * ho.div_ceil(t.ph) * wo.div_ceil(t.pw);
             gpu.dispatch(label, &key, &params, &buffers, [blocks, s.cout.div_ceil(8 * t.tm), 1])
         }
         Conv2dKernel::Tiled => {
-            let key = PipelineKey::new("conv2d_forward_tiled").define("K", s.ksize);
+            let key = PipelineKey::new("conv2d_forward_tiled").define("K", s.ksize).define("WEIGHTS", w.dtype.name());
             let n = s.batch * ho * wo;
             gpu.dispatch(
                 label,
@@ -388,8 +393,16 @@ fn subgroup_key(s: &Conv2dShape, t: &SubgroupTile) -> Result<PipelineKey> {
         let _ = writeln!(load, "        let v{i} = select(0.0, x[eo{i} + xo], ok{i});");
     }
     for i in 0..t.tm {
-        for tap in 0..kk {
-            let _ = writeln!(load, "        let w{} = wt[wr{i} + wo_ + {tap}u];", i * kk + tap);
+        if kk == 9 {
+            // One call per 3x3 window: packed formats need fewer loads.
+            let _ = writeln!(load, "        let m{i} = w_at9(wr{i} + wo_);");
+            for tap in 0..kk {
+                let _ = writeln!(load, "        let w{} = m{i}[{}][{}];", i * kk + tap, tap / 3, tap % 3);
+            }
+        } else {
+            for tap in 0..kk {
+                let _ = writeln!(load, "        let w{} = w_at(wr{i} + wo_ + {tap}u);", i * kk + tap);
+            }
         }
     }
     // Hand each window value the block uses to every lane.
@@ -430,7 +443,12 @@ fn subgroup_key(s: &Conv2dShape, t: &SubgroupTile) -> Result<PipelineKey> {
     }
     let mut store = String::new();
     for i in 0..t.tm {
-        let _ = writeln!(store, "    if (co0 + lane + {}u < p.cout) {{\n        let co = co0 + lane + {}u;", 8 * i, 8 * i);
+        let _ = writeln!(
+            store,
+            "    if (co0 + lane + {}u < p.cout) {{\n        let co = co0 + lane + {}u;\n        let sc = w_scale(co, p.cout * p.cin * KK);",
+            8 * i,
+            8 * i
+        );
         for n in 0..t.nb {
             let _ = writeln!(
                 store,
@@ -438,7 +456,7 @@ fn subgroup_key(s: &Conv2dShape, t: &SubgroupTile) -> Result<PipelineKey> {
             );
             for py in 0..t.ph {
                 for px in 0..t.pw {
-                    let _ = writeln!(store, "  put(ob, oy0 + {py}u, ox0 + {px}u, a{} + add);", acc(i, n, py, px));
+                    let _ = writeln!(store, "  put(ob, oy0 + {py}u, ox0 + {px}u, a{} * sc + add);", acc(i, n, py, px));
                 }
             }
             store.push_str("        }\n");

@@ -195,6 +195,7 @@ pub fn conv2d_backward_input_with(
     ensure!(dx.len == s.in_len(), "{label}: dx has {} values, shape wants {}", dx.len, s.in_len());
     ensure!(dy.len == s.out_len(), "{label}: dy has {} values, shape wants {}", dy.len, s.out_len());
     ensure!(w.len == s.weight_len(), "{label}: w has {} values, shape wants {}", w.len, s.weight_len());
+    ensure!(w.dtype == crate::gpu::Dtype::F32, "{label}: training needs f32 weights, not {}", w.dtype.name());
     let (ho, wo) = s.out_hw();
     let py = dim_plan(s, s.pad[0]);
     let px = dim_plan(s, s.pad[1]);

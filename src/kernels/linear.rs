@@ -1,6 +1,6 @@
 //! Fully connected layers (the time-embedding MLP and time_emb_proj).
 
-use crate::gpu::{Dispatch, Gpu, PipelineKey, TensorView, grid_1d};
+use crate::gpu::{Dispatch, Dtype, Gpu, PipelineKey, TensorView, grid_1d};
 use anyhow::{Result, ensure};
 
 #[repr(C)]
@@ -13,7 +13,8 @@ struct Params {
 }
 
 /// y (B, out) = w (out, in) . act(x (B, in)) + bias (out), act = SiLU when
-/// `silu_input`. y is written (=).
+/// `silu_input`. y is written (=). w may be stored as f32, f16 or int8 with
+/// `out` scales ([`Dtype`]), widened in the kernel.
 #[allow(clippy::too_many_arguments)]
 pub fn linear_forward(
     gpu: &Gpu,
@@ -31,8 +32,11 @@ pub fn linear_forward(
     ensure!(y.len == (batch * out_features) as usize, "{label}: output size");
     ensure!(w.len == (in_features * out_features) as usize, "{label}: weight size");
     ensure!(bias.len == out_features as usize, "{label}: bias size");
+    if let Dtype::I8 { rows } = w.dtype {
+        ensure!(rows == out_features, "{label}: int8 weight has {rows} scales for {out_features} outputs");
+    }
     let params = Params { batch, in_features, out_features, silu_input: silu_input as u32 };
-    let key = PipelineKey::new("linear_forward");
+    let key = PipelineKey::new("linear_forward").define("WEIGHTS", w.dtype.name());
     gpu.dispatch(label, &key, &params, &[x, w, bias, y], [out_features.div_ceil(64), batch, 1])
 }
 
@@ -72,6 +76,7 @@ pub fn linear_backward(
     ensure!(dy.len == (batch * out_features) as usize, "{label}: output gradient size");
     ensure!(w.len == (in_features * out_features) as usize && dw.len == w.len, "{label}: weight size");
     ensure!(db.len == out_features as usize, "{label}: bias gradient size");
+    ensure!(w.dtype == Dtype::F32, "{label}: training needs f32 weights, not {}", w.dtype.name());
     let params = Params { batch, in_features, out_features, silu_input: silu_input as u32 };
     let subgroup = super::cpu_subgroup_kernels(gpu);
     let mut v = vec![if subgroup {

@@ -16,8 +16,8 @@ pub struct ModelFolder {
 }
 
 /// Finds a model's files. `variant` picks `diffusion_pytorch_model.<variant>.safetensors`;
-/// without one, the plain file is preferred and an fp16 file is used when it
-/// is the only one.
+/// without one, the plain file is preferred, then the fp16 file, then the
+/// int8 file that `petal quantize` writes.
 pub fn resolve(dir: &Path, variant: Option<&str>) -> Result<ModelFolder> {
     if !dir.exists() {
         bail!("{}: no such model folder", dir.display());
@@ -37,7 +37,11 @@ pub fn resolve(dir: &Path, variant: Option<&str>) -> Result<ModelFolder> {
     };
     let names: Vec<String> = match variant {
         Some(v) => vec![format!("diffusion_pytorch_model.{v}.safetensors")],
-        None => vec!["diffusion_pytorch_model.safetensors".into(), "diffusion_pytorch_model.fp16.safetensors".into()],
+        None => vec![
+            "diffusion_pytorch_model.safetensors".into(),
+            "diffusion_pytorch_model.fp16.safetensors".into(),
+            "diffusion_pytorch_model.int8.safetensors".into(),
+        ],
     };
     // A single file first, then the index of a sharded checkpoint
     // (`save_pretrained(max_shard_size=...)`: NAME.index.json beside its shards).
@@ -74,8 +78,12 @@ pub struct LoadedModel {
     pub config: super::UNetConfig,
     /// diffusers' DDPMScheduler defaults when the folder has no scheduler config.
     pub scheduler: super::SchedulerConfig,
-    /// Every parameter in graph order (`unet::build_graph(&config)`), widened to f32.
+    /// Every parameter in graph order (`unet::build_graph(&config)`), widened to f32
+    /// (int8 ones dequantized).
     pub weights: Vec<Vec<f32>>,
+    /// How the file stored each parameter (graph order), for converting to a
+    /// precision without loss (see [`super::precision`]).
+    pub stored: Vec<super::precision::Stored>,
 }
 
 /// Reads a model folder (either layout, see [`resolve`]): config.json, the
@@ -83,6 +91,8 @@ pub struct LoadedModel {
 pub fn load(dir: &Path, variant: Option<&str>) -> Result<LoadedModel> {
     let files = resolve(dir, variant)?;
     let config = super::UNetConfig::from_file(&files.unet_config)?;
+    let graph = super::unet::build_graph(&config);
+    let (weights, stored) = super::precision::read_weights(&files.weights, &graph)?;
     let scheduler = match &files.scheduler_config {
         Some(p) => super::SchedulerConfig::from_file(p)?,
         None => super::SchedulerConfig::default(),
@@ -94,5 +104,5 @@ pub fn load(dir: &Path, variant: Option<&str>) -> Result<LoadedModel> {
         .ok()
         .and_then(|p| p.file_name().map(|n| n.to_string_lossy().into_owned()))
         .unwrap_or_else(|| dir.display().to_string());
-    Ok(LoadedModel { name, files, config, scheduler, weights })
+    Ok(LoadedModel { name, files, config, scheduler, weights, stored })
 }

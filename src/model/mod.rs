@@ -4,24 +4,34 @@ pub mod config;
 pub mod folder;
 pub mod graph;
 pub mod plan;
+pub mod precision;
 pub mod unet;
 pub mod weights;
 
 pub use config::{SchedulerConfig, UNetConfig};
 pub use graph::{Graph, Op, Pid, Tid};
 pub use plan::ForwardPlan;
+pub use precision::{LoadedUNet, Precision, load_unet};
 
 use crate::gpu::{Arena, Gpu, TensorView};
-use anyhow::{Context, Result, bail};
+use anyhow::{Result, bail};
 use std::path::Path;
 use std::sync::Arc;
 
 /// Every parameter of a graph on the GPU, in slabs, at offsets planned by
 /// the graph's groups. Gradients and optimizer moments reuse the same layout.
+/// Inference weights may be stored packed (f16, int8; see
+/// [`ParamStore::from_host`]): then a group is bound only as a whole.
 pub struct ParamStore {
     pub arena: Arena,
-    /// One view per parameter id.
+    /// One view per parameter id; for a member of a packed group, the whole
+    /// group's view.
     pub views: Vec<TensorView>,
+    /// (members, view) of every group, when made by `from_host`; empty for
+    /// an all-f32 store made by `new`.
+    pub packed: Vec<(Vec<crate::model::Pid>, TensorView)>,
+    /// Elements of each parameter.
+    pub lens: Vec<usize>,
 }
 
 impl ParamStore {
@@ -60,12 +70,18 @@ impl ParamStore {
             .enumerate()
             .map(|(p, s)| arena.view(s.unwrap_or_else(|| panic!("parameter {} is in no group", graph.params[p].name))))
             .collect();
-        ParamStore { arena, views }
+        let lens = graph.params.iter().map(|p| p.len()).collect();
+        ParamStore { arena, views, packed: Vec::new(), lens }
     }
 
-    /// One view over parameters that lie back to back (a group or part of one).
+    /// One view over parameters that lie back to back (a group or part of
+    /// one; a packed group only whole).
     pub fn span(&self, pids: &[crate::model::Pid]) -> TensorView {
+        if let Some((_, v)) = self.packed.iter().find(|(g, _)| g[..] == pids[..]) {
+            return v.clone();
+        }
         let first = &self.views[pids[0]];
+        assert_eq!(first.dtype, crate::gpu::Dtype::F32, "span over part of a packed group");
         let mut len = 0;
         for &p in pids {
             let v = &self.views[p];
@@ -81,9 +97,25 @@ impl ParamStore {
         }
     }
 
+    /// Every parameter back from the GPU as f32 (packed ones widened and
+    /// dequantized), in graph order.
     pub fn download(&self, gpu: &Gpu) -> Result<Vec<Vec<f32>>> {
-        let refs: Vec<&TensorView> = self.views.iter().collect();
-        gpu.read_many(&refs)
+        if self.packed.is_empty() {
+            let refs: Vec<&TensorView> = self.views.iter().collect();
+            return gpu.read_many(&refs);
+        }
+        let refs: Vec<&TensorView> = self.packed.iter().map(|(_, v)| v).collect();
+        let groups = gpu.read_many(&refs)?;
+        let mut out = vec![Vec::new(); self.views.len()];
+        for ((members, _), values) in self.packed.iter().zip(groups) {
+            let mut at = 0;
+            for &p in members {
+                let n = self.lens[p];
+                out[p] = values[at..at + n].to_vec();
+                at += n;
+            }
+        }
+        Ok(out)
     }
 }
 
@@ -93,6 +125,8 @@ pub struct UNet {
     pub config: UNetConfig,
     pub graph: Graph,
     pub params: ParamStore,
+    /// How the weights are stored on the GPU.
+    pub precision: Precision,
 }
 
 impl UNet {
@@ -111,19 +145,21 @@ impl UNet {
         ParamStore::check_fits(&graph, &gpu.limits)?;
         let params = ParamStore::new(&gpu, &graph, "parameters");
         params.upload(&gpu, weights);
-        Ok(UNet { gpu, config, graph, params })
+        Ok(UNet { gpu, config, graph, params, precision: Precision::Fp32 })
     }
 
-    /// Loads the UNet of a diffusers model folder (either layout).
+    /// Loads the UNet of a diffusers model folder (either layout), at the
+    /// precision its weights are stored in (see [`load_unet`] to choose).
     pub fn load(gpu: Arc<Gpu>, dir: &Path, variant: Option<&str>) -> Result<(UNet, SchedulerConfig)> {
         let m = folder::load(dir, variant)?;
         let unet = UNet::from_loaded(gpu, &m)?;
         Ok((unet, m.scheduler))
     }
 
-    /// The UNet of a folder already read by [`folder::load`].
+    /// The UNet of a folder already read by [`folder::load`], at the
+    /// precision its weights are stored in.
     pub fn from_loaded(gpu: Arc<Gpu>, m: &folder::LoadedModel) -> Result<UNet> {
-        UNet::new(gpu, m.config.clone(), &m.weights).with_context(|| format!("{}", m.files.weights.display()))
+        UNet::from_loaded_at(gpu, m, precision::stored_precision(&m.stored))
     }
 
     /// The weights back from the GPU, in graph order.

@@ -142,50 +142,14 @@ fn read_sharded(index: &Path) -> Result<HashMap<String, (Vec<usize>, Vec<f32>)>>
 }
 
 /// The parameters of `graph` from a diffusers weights file (or a sharded
-/// checkpoint's index, see [`read_weights`]), in graph order. Tensors of a
-/// dtype other than F32/F16/BF16, missing tensors, wrong shapes, non-finite
-/// values and tensors the config has no place for are errors naming the
-/// tensor, so nothing malformed reaches a GPU kernel.
+/// checkpoint's index, see [`read_weights`]), in graph order, widened to f32
+/// (int8 files dequantized). Tensors of a dtype Petal does not read, missing
+/// tensors, wrong shapes, non-finite values, tensors the config has no place
+/// for and inconsistent int8 files are errors naming the file and tensor
+/// (see [`super::precision::read_weights`]), so nothing malformed reaches a
+/// GPU kernel.
 pub fn load_params(path: &Path, graph: &Graph) -> Result<Vec<Vec<f32>>> {
-    let mut tensors = read_weights(path)?;
-    let mut out = Vec::with_capacity(graph.params.len());
-    for p in &graph.params {
-        let (name, (shape, data)) = match tensors.remove_entry(&p.name) {
-            Some(t) => t,
-            None => match legacy_name(&p.name).and_then(|l| tensors.remove_entry(&l)) {
-                Some(t) => t,
-                None => bail!(
-                    "{}: tensor {} is missing (the config in use expects it; does config.json belong to these weights?)",
-                    path.display(),
-                    p.name
-                ),
-            },
-        };
-        if shape != p.shape {
-            bail!(
-                "{}: tensor {name} has shape {:?}, but the config needs {:?} (does config.json belong to these weights?)",
-                path.display(),
-                shape,
-                p.shape
-            );
-        }
-        if let Some(i) = data.iter().position(|v| !v.is_finite()) {
-            bail!("{}: tensor {name} holds a non-finite value at index {i}", path.display());
-        }
-        out.push(data);
-    }
-    if !tensors.is_empty() {
-        let mut extra: Vec<_> = tensors.keys().cloned().collect();
-        extra.sort();
-        let shown = extra.iter().take(3).cloned().collect::<Vec<_>>().join(", ");
-        bail!(
-            "{}: {} tensor(s) the config has no place for ({shown}{}); does config.json belong to these weights?",
-            path.display(),
-            extra.len(),
-            if extra.len() > 3 { ", ..." } else { "" }
-        );
-    }
-    Ok(out)
+    Ok(super::precision::read_weights(path, graph)?.0)
 }
 
 /// How parameters are stored on disk.
