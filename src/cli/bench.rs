@@ -104,15 +104,35 @@ pub fn run(gpu: Arc<Gpu>, o: &BenchOptions) -> Result<serde_json::Value> {
         Sampler::new(&unet, &sched, b, 1)?.run(&gpu, &x, false, |_, _| rng.normal_vec(n), |_, _| Flow::Continue)?;
         let mut sampler = Sampler::new(&unet, &sched, b, o.steps)?;
         let mut times = Vec::new();
+        let mut live = Vec::new();
+        let (c, hh, ww) = (o.config.out_channels as usize, h as usize, w as usize);
         for _ in 0..o.sample_repeats.max(1) {
             let t = Instant::now();
             sampler.run(&gpu, &x, false, |_, _| rng.normal_vec(n), |_, _| Flow::Continue)?;
             times.push(t.elapsed().as_secs_f64());
+            // The window's live view: every step read back in its own
+            // submission and turned into 8-bit images, as the worker sends them.
+            let t = Instant::now();
+            sampler.run(&gpu, &x, true, |_, _| rng.normal_vec(n), |_, f| {
+                let f = f.expect("frames asked for");
+                std::hint::black_box((
+                    petal::export::Image8::from_batch(&f.x, b as usize, c, hh, ww),
+                    petal::export::Image8::from_batch(&f.pred_x0, b as usize, c, hh, ww),
+                ));
+                Flow::Continue
+            })?;
+            live.push(t.elapsed().as_secs_f64());
         }
         let min = times.iter().cloned().fold(f64::INFINITY, f64::min);
         let med = median(times);
-        eprintln!("sample {} steps batch {b}: {med:.3} s (min {min:.3})", o.steps);
+        let live_med = median(live);
+        eprintln!(
+            "sample {} steps batch {b}: {med:.3} s (min {min:.3}); with the live view (every step read back and converted): {live_med:.3} s, {:.3}x",
+            o.steps,
+            live_med / med
+        );
         out[format!("sample{}_b{b}_s", o.steps)] = med.into();
+        out[format!("sample{}_b{b}_live_view_s", o.steps)] = live_med.into();
     }
     for &b in &o.train_batches {
         let plan = TrainPlan::new(gpu.clone(), &graph, &o.config, b, &weights, Some(&weights))?;

@@ -184,6 +184,10 @@ pub struct SampleArgs {
     /// Weights variant, e.g. fp16 for diffusion_pytorch_model.fp16.safetensors.
     #[arg(long)]
     variant: Option<String>,
+    /// Weights on the GPU: fp32, fp16 or int8, converted on load (default:
+    /// as the weights file stores them).
+    #[arg(long)]
+    precision: Option<String>,
     #[command(flatten)]
     scheduler: SchedulerArgs,
 }
@@ -212,10 +216,6 @@ pub struct ParitySampleArgs {
     files: ParityArgs,
     #[command(flatten)]
     scheduler: SchedulerArgs,
-    /// Weights on the GPU: fp32, fp16 or int8, converted on load (default:
-    /// as the weights file stores them).
-    #[arg(long)]
-    precision: Option<String>,
 }
 
 #[derive(Subcommand)]

@@ -91,15 +91,13 @@ pub struct LoadedModel {
 pub fn load(dir: &Path, variant: Option<&str>) -> Result<LoadedModel> {
     let files = resolve(dir, variant)?;
     let config = super::UNetConfig::from_file(&files.unet_config)?;
-    let graph = super::unet::build_graph(&config);
-    let (weights, stored) = super::precision::read_weights(&files.weights, &graph)?;
     let scheduler = match &files.scheduler_config {
         Some(p) => super::SchedulerConfig::from_file(p)?,
         None => super::SchedulerConfig::default(),
     };
     super::config::check_pair(&config, &files.unet_config, &scheduler)?;
     let graph = super::unet::build_graph(&config);
-    let weights = super::weights::load_params(&files.weights, &graph)?;
+    let (weights, stored) = super::precision::read_weights(&files.weights, &graph)?;
     let name = std::fs::canonicalize(dir)
         .ok()
         .and_then(|p| p.file_name().map(|n| n.to_string_lossy().into_owned()))
