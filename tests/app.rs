@@ -56,7 +56,7 @@ fn generate_fills_the_grid_step_by_step_replays_and_exports() {
     assert!(h.state().errors.is_empty(), "{:?}", h.state().errors);
     h.get_by_label("mini");
     h.get_by_label_contains("parameters");
-    h.get_by_label("▶ Generate").click();
+    h.get_by_label("Generate images").click();
     run_until(&mut h, "the generation", 300, |a| !a.generation.running && a.generation.frames.len() == 8);
     // Every step arrived as its own frame, in order, each with the whole batch.
     let g = &h.state().generation;
@@ -71,7 +71,7 @@ fn generate_fills_the_grid_step_by_step_replays_and_exports() {
     h.get_by_label_contains("Step 8/8");
 
     // The replay slider shows an earlier step.
-    h.get_by_label("step").set_value_accesskit(3.0);
+    h.get_by_role_and_label(egui::accesskit::Role::Slider, "step").set_value_accesskit(3.0);
     h.run_steps(2);
     assert_eq!(h.state().generation.shown_step(), Some(2));
     h.get_by_label("Follow newest").click();
@@ -97,7 +97,7 @@ fn generate_fills_the_grid_step_by_step_replays_and_exports() {
     let exported = h.state().generation.frames[7].x[1].clone();
     h.state_mut().settings.generate.count = 1;
     h.state_mut().settings.generate.seed = 4; // seed 3 + index 1 = seed 4 + index 0
-    h.get_by_label("▶ Generate").click();
+    h.get_by_label("Generate images").click();
     run_until(&mut h, "the single image", 300, |a| !a.generation.running && a.generation.frames.len() == 8);
     let alone = &h.state().generation.frames[7].x[0];
     let max_diff = exported.data.iter().zip(&alone.data).map(|(a, b)| (*a as i32 - *b as i32).abs()).max().unwrap();
@@ -114,7 +114,7 @@ fn ddim_runs_in_the_window_and_its_settings_are_recorded() {
     let mut h = harness(s, Some(fixture("mini")));
     run_until(&mut h, "the model", 120, |a| a.model.is_some());
     h.get_by_label("eta");
-    h.get_by_label("▶ Generate").click();
+    h.get_by_label("Generate images").click();
     run_until(&mut h, "DDIM", 300, |a| !a.generation.running && a.generation.frames.len() == 5);
     let g = &h.state().generation;
     assert_eq!(g.frames[4].x, g.frames[4].pred_x0, "DDIM's last step lands on its x_0 prediction");
@@ -126,7 +126,7 @@ fn ddim_runs_in_the_window_and_its_settings_are_recorded() {
 fn cancel_keeps_the_steps_reached() {
     let mut h = harness(settings(2, 400), Some(fixture("mini")));
     run_until(&mut h, "the model", 120, |a| a.model.is_some());
-    h.get_by_label("▶ Generate").click();
+    h.get_by_label("Generate images").click();
     run_until(&mut h, "a few steps", 300, |a| a.generation.frames.len() >= 3);
     h.key_press(egui::Key::Escape);
     run_until(&mut h, "the cancel", 120, |a| !a.generation.running);
@@ -161,14 +161,16 @@ fn a_bad_model_folder_is_an_error_in_the_window_and_the_app_goes_on() {
     assert!(h.state().errors[1].contains("diffusion_pytorch_model.safetensors"), "{:?}", h.state().errors);
     // Dismiss both, then a good model still opens and generates.
     h.run_steps(2);
-    for _ in 0..2 {
-        h.get_all_by_label("✖").next().unwrap().click();
+    for _ in 0..4 {
+        if let Some(b) = h.query_all_by_label("Dismiss").next() {
+            b.click();
+        }
         h.run_steps(2);
     }
-    assert!(h.state().errors.is_empty());
+    assert!(h.state().errors.is_empty(), "{:?}", h.state().errors);
     h.state_mut().open_model(fixture("mini"));
     run_until(&mut h, "the good model", 120, |a| a.model.is_some());
-    h.get_by_label("▶ Generate").click();
+    h.get_by_label("Generate images").click();
     run_until(&mut h, "a generation", 300, |a| !a.generation.running && a.generation.frames.len() == 2);
 }
 
@@ -188,7 +190,7 @@ fn train_tab_starts_pauses_resumes_and_stops_with_a_checkpoint() {
     run_until(&mut h, "the model", 120, |a| a.model.is_some());
     h.get_by_label("Train").click();
     h.run_steps(2);
-    h.get_by_label("▶ Start").click();
+    h.get_by_label("Start training").click();
     run_until(&mut h, "the first steps", 300, |a| a.training.log.len() >= 2);
     assert_eq!(h.state().training.images, 24);
     // Generation waits while training runs, and says why.

@@ -291,7 +291,7 @@ fn settings_ui(app: &mut PetalApp, ui: &mut egui::Ui) {
     ui.add_space(8.0);
     ui.horizontal(|ui| {
         let ok = can_generate(app);
-        let resp = ui.add_enabled(ok.is_ok(), egui::Button::new(egui::RichText::new("▶ Generate").strong()));
+        let resp = ui.add_enabled(ok.is_ok(), egui::Button::new(egui::RichText::new("Generate images").strong()));
         let resp = match ok {
             Err(why) => resp.on_disabled_hover_text(why),
             Ok(()) => resp.on_hover_text("Ctrl+Enter"),
@@ -467,7 +467,7 @@ fn detail_ui(app: &mut PetalApp, ui: &mut egui::Ui, i: usize) {
     }
     ui.horizontal(|ui| {
         ui.heading(format!("Image {i}"));
-        if ui.small_button("✖").on_hover_text("Close").clicked() {
+        if ui.small_button("Close").clicked() {
             g.detail = None;
         }
     });

@@ -217,7 +217,7 @@ impl PetalApp {
         let mut dismiss = None;
         for (i, e) in self.errors.iter().enumerate() {
             ui.horizontal(|ui| {
-                if ui.small_button("✖").on_hover_text("Dismiss").clicked() {
+                if ui.small_button("Dismiss").clicked() {
                     dismiss = Some(i);
                 }
                 ui.colored_label(ui.visuals().error_fg_color, format!("Error: {e}"));
@@ -229,7 +229,7 @@ impl PetalApp {
         let mut dismiss_w = None;
         for (i, w) in self.warnings.iter().enumerate().rev().take(3) {
             ui.horizontal(|ui| {
-                if ui.small_button("✖").on_hover_text("Dismiss").clicked() {
+                if ui.small_button("Dismiss").clicked() {
                     dismiss_w = Some(i);
                 }
                 ui.colored_label(ui.visuals().warn_fg_color, format!("Warning: {w}"));

@@ -316,7 +316,7 @@ fn controls_ui(app: &mut PetalApp, ui: &mut egui::Ui) {
     ui.horizontal_wrapped(|ui| {
         let ready = request(app);
         let can_start = state == RunState::Idle && ready.is_ok() && !app.generation.running;
-        let r = ui.add_enabled(can_start, egui::Button::new(egui::RichText::new("▶ Start").strong()));
+        let r = ui.add_enabled(can_start, egui::Button::new(egui::RichText::new("Start training").strong()));
         let r = match (&ready, state) {
             (Err(why), RunState::Idle) => r.on_disabled_hover_text(why.as_str()),
             _ => r,
