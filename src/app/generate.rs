@@ -461,8 +461,13 @@ fn grid_ui(app: &mut PetalApp, ui: &mut egui::Ui) {
 fn detail_ui(app: &mut PetalApp, ui: &mut egui::Ui, i: usize) {
     let ctx = ui.ctx().clone();
     let g = &mut app.generation;
-    if g.frames.is_empty() || i >= g.frames[0].x.len() {
+    if g.frames.first().is_some_and(|f| i >= f.x.len()) {
         g.detail = None;
+        return;
+    }
+    if g.frames.is_empty() {
+        ui.heading(format!("Image {i}"));
+        ui.label("Waiting for the first step…");
         return;
     }
     ui.horizontal(|ui| {

@@ -122,7 +122,7 @@ impl PetalApp {
             match ev {
                 Event::Adapter(a) => self.adapter = Some(a),
                 Event::ModelLoaded(info) => {
-                    self.settings.last_model = Some(info.dir.clone());
+                    self.settings.last_model = Some(std::fs::canonicalize(&info.dir).unwrap_or_else(|_| info.dir.clone()));
                     self.loading = None;
                     let steps = self.settings.generate.steps.clamp(1, info.num_train_timesteps);
                     self.settings.generate.steps = steps;
