@@ -98,7 +98,21 @@ fn quantize_then_reload_gives_identical_outputs() {
         // Loading the int8 folder as int8 keeps its values exactly: quantizing it again is the same file.
         let again = tmp.path().join(format!("{}-again", p.name()));
         let r2 = precision::quantize_folder(&out, None, p, &again).unwrap();
-        assert_eq!(std::fs::read(&r.weights_file).unwrap(), std::fs::read(&r2.weights_file).unwrap());
+        // Same content: every tensor's dtype, shape and bytes, and the metadata (its
+        // JSON order follows a HashMap, so the raw header bytes may differ).
+        let (a, b) = (std::fs::read(&r.weights_file).unwrap(), std::fs::read(&r2.weights_file).unwrap());
+        let (sa, sb) = (safetensors::SafeTensors::deserialize(&a).unwrap(), safetensors::SafeTensors::deserialize(&b).unwrap());
+        let (ma, mb) = (safetensors::SafeTensors::read_metadata(&a).unwrap().1, safetensors::SafeTensors::read_metadata(&b).unwrap().1);
+        assert_eq!(ma.metadata(), mb.metadata());
+        let mut names = sa.names();
+        names.sort();
+        let mut names_b = sb.names();
+        names_b.sort();
+        assert_eq!(names, names_b);
+        for n in names {
+            let (ta, tb) = (sa.tensor(n).unwrap(), sb.tensor(n).unwrap());
+            assert_eq!((ta.dtype(), ta.shape(), ta.data()), (tb.dtype(), tb.shape(), tb.data()), "{n}");
+        }
         // And fp32 forced on the quantized folder runs its widened values.
         let forced = load_unet(gpu.clone(), &out, None, Some(Precision::Fp32)).unwrap();
         assert_eq!(forced.precision, Precision::Fp32);
