@@ -228,9 +228,31 @@ pub fn save_frames(dir: &Path, frames: &[Image8], scale: u32, provenance: Option
     Ok(())
 }
 
+/// Mean absolute difference of two equally sized sets of images, over every
+/// channel value, on 0-255 (how far FP16 or INT8 images are from FP32's).
+/// Sets of different sizes, or images of different shapes, compare only
+/// their common prefix; an empty comparison is 0.
+pub fn mean_abs_diff(a: &[Image8], b: &[Image8]) -> f64 {
+    let (mut sum, mut n) = (0u64, 0u64);
+    for (x, y) in a.iter().zip(b) {
+        for (p, q) in x.data.iter().zip(&y.data) {
+            sum += p.abs_diff(*q) as u64;
+            n += 1;
+        }
+    }
+    if n == 0 { 0.0 } else { sum as f64 / n as f64 }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn mean_abs_diff_of_image_sets() {
+        assert_eq!(mean_abs_diff(&[img(10), img(20)], &[img(10), img(20)]), 0.0);
+        assert_eq!(mean_abs_diff(&[img(10), img(20)], &[img(14), img(12)]), 6.0);
+        assert_eq!(mean_abs_diff(&[], &[]), 0.0);
+    }
 
     fn img(v: u8) -> Image8 {
         Image8 { width: 2, height: 2, channels: 3, data: vec![v; 12] }

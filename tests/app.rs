@@ -228,3 +228,39 @@ fn train_tab_starts_pauses_resumes_and_stops_with_a_checkpoint() {
     run_until(&mut h, "the checkpoint as a model", 120, |a| a.model.as_ref().is_some_and(|m| m.dir == path));
     assert!(h.state().errors.is_empty(), "{:?}", h.state().errors);
 }
+
+#[test]
+fn precision_choice_reloads_and_compare_shows_all_three() {
+    let mut h = harness(settings(2, 4), Some(fixture("mini")));
+    run_until(&mut h, "the model", 120, |a| a.model.is_some());
+    assert_eq!(h.state().model.as_ref().unwrap().precision, petal::model::Precision::Fp32);
+    // Choosing INT8 reloads the open model with int8 weights on the GPU.
+    h.get_by_label("As stored (FP32)");
+    h.get_by_label("INT8").click();
+    h.run_steps(2);
+    run_until(&mut h, "the int8 reload", 120, |a| a.loading.is_none() && a.model.as_ref().is_some_and(|m| m.precision == petal::model::Precision::Int8));
+    let int8_gpu = h.state().model.as_ref().unwrap().gpu_bytes;
+    h.get_by_label_contains("int8 (stored fp32, converted on load)");
+
+    // The comparison runs the same seed in all three and shows each one's figures.
+    h.get_by_label("Compare FP32, FP16, INT8").click();
+    run_until(&mut h, "the comparison", 300, |a| !a.comparison.running && a.comparison.entries.len() == 3);
+    h.run_steps(2);
+    h.get_by_label("Compare precisions");
+    let c = &h.state().comparison;
+    let by = |p| &c.entries.iter().find(|(e, _)| e.precision == p).unwrap().0;
+    let (f32e, f16e, i8e) = (by(petal::model::Precision::Fp32), by(petal::model::Precision::Fp16), by(petal::model::Precision::Int8));
+    assert!(f32e.mean_abs_diff.is_none() && !f32e.converted);
+    assert!(f16e.converted && i8e.converted, "mini stores fp32");
+    assert_eq!(i8e.gpu_bytes, int8_gpu, "the comparison's INT8 is the same load as the window's");
+    assert!(f16e.file_bytes * 100 <= f32e.file_bytes * 55, "fp16 file {} of fp32 {}", f16e.file_bytes, f32e.file_bytes);
+    assert!(i8e.file_bytes < f16e.file_bytes && i8e.gpu_bytes < f16e.gpu_bytes && f16e.gpu_bytes < f32e.gpu_bytes);
+    let (d16, d8) = (f16e.mean_abs_diff.unwrap(), i8e.mean_abs_diff.unwrap());
+    assert!(d16 < 1.0, "fp16 images differ from fp32 by {d16}/255 on average");
+    assert!(d8 < 8.0, "int8 images differ from fp32 by {d8}/255 on average");
+    assert!(f32e.images.len() == 2 && f32e.millis_per_step > 0.0);
+    assert_eq!(h.query_all_by_label_contains("mean difference from FP32").count(), 2, "FP16's and INT8's captions");
+    eprintln!("fp16 {d16:.3}/255, int8 {d8:.3}/255 from fp32; files {} {} {} bytes", f32e.file_bytes, f16e.file_bytes, i8e.file_bytes);
+    // The open model is still the INT8 one.
+    assert_eq!(h.state().model.as_ref().unwrap().precision, petal::model::Precision::Int8);
+}

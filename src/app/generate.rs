@@ -4,6 +4,7 @@
 
 use super::{PetalApp, View};
 use crate::export::{self, Image8, Provenance};
+use crate::model::Precision;
 use crate::worker::{Command, GenerateRequest, ModelInfo, SchedulerChoice, StepFrame};
 use std::collections::BTreeSet;
 use std::path::Path;
@@ -145,7 +146,7 @@ impl Generation {
             steps: req.steps,
             scheduler: req.scheduler.name().into(),
             eta: req.scheduler.eta(),
-            precision: self.model.as_ref().map_or_else(|| "fp32".into(), |m| m.precision.clone()),
+            precision: self.model.as_ref().map_or_else(|| "fp32".into(), |m| m.precision.name().into()),
             at_step: (!last).then_some(step + 1),
             interrupted_at: self.interrupted_at,
         })
@@ -212,6 +213,8 @@ fn can_generate(app: &PetalApp) -> Result<(), &'static str> {
         Err("Open a model folder first")
     } else if app.generation.running {
         Err("Generating…")
+    } else if app.comparison.running {
+        Err("Comparing precisions…")
     } else {
         Ok(())
     }
@@ -235,7 +238,7 @@ fn shortcuts(app: &mut PetalApp, ctx: &egui::Context) {
     if gen_key && can_generate(app).is_ok() {
         generate(app);
     }
-    if esc && app.generation.running {
+    if esc && (app.generation.running || app.comparison.running) {
         app.send(Command::Cancel);
     }
     if all {
@@ -288,6 +291,7 @@ fn settings_ui(app: &mut PetalApp, ui: &mut egui::Ui) {
         ui.add(egui::Slider::new(&mut s.zoom, 1..=8).suffix("x"));
         ui.end_row();
     });
+    precision_ui(app, ui);
     ui.add_space(8.0);
     ui.horizontal(|ui| {
         let ok = can_generate(app);
@@ -326,6 +330,44 @@ fn settings_ui(app: &mut PetalApp, ui: &mut egui::Ui) {
         export_grid_dialog(app);
     }
     ui.label(egui::RichText::new("Exports show the step on the replay slider.").weak());
+}
+
+/// The weights' precision (reloads the open model when it changes) and the
+/// button that compares all three.
+fn precision_ui(app: &mut PetalApp, ui: &mut egui::Ui) {
+    let stored = app.model.as_ref().map(|m| m.stored);
+    let before = app.settings.generate.precision;
+    let busy = app.busy() || app.loading.is_some();
+    ui.horizontal(|ui| {
+        ui.label("Weights").on_hover_text(
+            "The weights' precision on the GPU; changing it reloads the open model (converted on load when the folder has no file in that precision)",
+        );
+        ui.add_enabled_ui(!busy, |ui| {
+            let stored_text = stored.map_or_else(|| "As stored".to_string(), |s| format!("As stored ({})", s.name().to_uppercase()));
+            ui.selectable_value(&mut app.settings.generate.precision, None, stored_text);
+            for p in Precision::ALL {
+                ui.selectable_value(&mut app.settings.generate.precision, Some(p), p.name().to_uppercase());
+            }
+        });
+    });
+    if app.settings.generate.precision != before
+        && let Some(m) = &app.model
+    {
+        let dir = m.dir.clone();
+        app.open_model(dir);
+    }
+    let ok = can_generate(app);
+    let resp = ui.add_enabled(ok.is_ok(), egui::Button::new("Compare FP32, FP16, INT8"));
+    let resp = match ok {
+        Err(why) => resp.on_disabled_hover_text(why),
+        Ok(()) => resp.on_hover_text("Sample the same seed and noise with each precision's weights and show the three side by side"),
+    };
+    if resp.clicked() {
+        let s = &app.settings.generate;
+        app.send(Command::Compare(GenerateRequest { count: s.count, steps: s.steps, seed: s.seed, scheduler: s.scheduler }));
+        app.comparison.running = true;
+        app.comparison.open = true;
+    }
 }
 
 fn export_selected_dialog(app: &mut PetalApp) {

@@ -6,10 +6,12 @@
 //! runtime state, one `ui_*` function per part of the window, errors in a
 //! bar at the bottom.
 
+mod compare;
 mod generate;
 pub mod settings;
 mod train;
 
+pub use compare::Comparison;
 pub use generate::Generation;
 pub use settings::{Settings, StartChoice, View};
 pub use train::TrainingView;
@@ -17,7 +19,7 @@ pub use train::TrainingView;
 use crate::gpu::GpuOptions;
 use crate::worker::{self, Activity, Command, Event, ModelInfo, WorkerHandle};
 use anyhow::Result;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 
 /// How the window was asked to open.
 #[derive(Clone, Debug, Default)]
@@ -25,19 +27,6 @@ pub struct Launch {
     /// Open on this model folder instead of the bundled or last-used one.
     pub model: Option<PathBuf>,
     pub gpu: GpuOptions,
-}
-
-/// The flower model shipped in `assets/` (a diffusers pipeline folder), when
-/// this build has one: next to the executable first, then in the source tree.
-pub fn bundled_model() -> Option<PathBuf> {
-    let mut candidates = Vec::new();
-    if let Ok(exe) = std::env::current_exe()
-        && let Some(dir) = exe.parent()
-    {
-        candidates.push(dir.join("assets/flowers"));
-    }
-    candidates.push(Path::new(env!("CARGO_MANIFEST_DIR")).join("assets/flowers"));
-    candidates.into_iter().find(|p| p.join("model_index.json").is_file() || p.join("unet/config.json").is_file())
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -57,6 +46,8 @@ pub struct PetalApp {
     /// A model folder asked for and not loaded yet.
     pub loading: Option<PathBuf>,
     pub generation: Generation,
+    /// The last FP32/FP16/INT8 comparison (shown in its own window).
+    pub comparison: Comparison,
     pub training: TrainingView,
     /// Errors shown in the bottom bar until dismissed (newest last).
     pub errors: Vec<String>,
@@ -69,7 +60,8 @@ pub struct PetalApp {
 
 impl PetalApp {
     /// Starts the worker (its events wake `ctx`) and opens the first model:
-    /// `launch.model`, else the bundled flowers, else the last one used.
+    /// `launch.model`, else the last one used (if it is still there), else
+    /// the bundled flowers ([`crate::model::folder::bundled`]).
     pub fn new(ctx: &egui::Context, settings: Settings, launch: Launch) -> PetalApp {
         let repaint = ctx.clone();
         let worker = worker::spawn(launch.gpu.clone(), move || repaint.request_repaint());
@@ -82,15 +74,22 @@ impl PetalApp {
             model: None,
             loading: None,
             generation: Generation::default(),
+            comparison: Comparison::default(),
             training: TrainingView::default(),
             errors: Vec::new(),
             warnings: Vec::new(),
             confirm_close: false,
             close_after_stop: false,
         };
-        let first = launch.model.or_else(bundled_model).or_else(|| app.settings.last_model.clone().filter(|p| p.is_dir()));
+        let first = launch.model.or_else(|| app.settings.last_model.clone().filter(|p| p.is_dir())).or_else(crate::model::folder::bundled);
         if let Some(dir) = first {
             app.open_model(dir);
+        }
+        // The data folder remembered from last time is counted again (it may
+        // have changed since).
+        if let Some(d) = app.settings.train.data.clone().filter(|d| d.is_dir()) {
+            app.training.scanning = true;
+            app.send(Command::ScanData(d));
         }
         app
     }
@@ -104,10 +103,16 @@ impl PetalApp {
         self.worker.send(c);
     }
 
-    /// Asks the worker to load a model folder for generation.
+    /// Asks the worker to load a model folder for generation, at the
+    /// precision chosen in the settings.
     pub fn open_model(&mut self, dir: PathBuf) {
         self.loading = Some(dir.clone());
-        self.send(Command::LoadModel(dir));
+        self.send(Command::LoadModel { dir, precision: self.settings.generate.precision });
+    }
+
+    /// Whether the GPU is busy with a generation, a comparison or training.
+    pub fn busy(&self) -> bool {
+        self.generation.running || self.comparison.running || self.training.is_running()
     }
 
     /// Shows an error in the window and on stderr.
@@ -131,6 +136,9 @@ impl PetalApp {
                 Event::GenerationStarted(req) => self.generation.started(req, self.model.clone()),
                 Event::Step(frame) => self.generation.step(ctx, frame),
                 Event::GenerationDone { interrupted_at, seconds } => self.generation.done(interrupted_at, seconds),
+                Event::CompareStarted { request, precisions } => self.comparison.started(request, precisions),
+                Event::CompareResult(entry) => self.comparison.result(ctx, entry),
+                Event::CompareDone { cancelled } => self.comparison.done(cancelled),
                 Event::DataScanned { dir, images, skipped } => self.training.scanned(dir, images, skipped),
                 Event::TrainStarted { .. }
                 | Event::TrainStep(_)
@@ -153,6 +161,7 @@ impl PetalApp {
                         Activity::OpeningGpu => {}
                         Activity::LoadingModel => self.loading = None,
                         Activity::Generating => self.generation.running = false,
+                        Activity::Comparing => self.comparison.running = false,
                         Activity::ScanningData => self.training.scanning = false,
                         Activity::Training => self.training.failed(),
                     }
@@ -179,6 +188,7 @@ impl PetalApp {
         if self.confirm_close {
             self.ui_confirm_close(&ctx);
         }
+        compare::window(self, &ctx);
     }
 
     fn ui_top(&mut self, ui: &mut egui::Ui) {
@@ -195,13 +205,20 @@ impl PetalApp {
                 }
                 (Some(m), None) => {
                     ui.label(egui::RichText::new(&m.name).strong()).on_hover_text(m.dir.display().to_string());
-                    ui.label(format!("{:.2}M parameters, {}, {}x{}", m.parameters as f64 / 1e6, m.precision, m.width, m.height));
+                    let stored = if m.stored == m.precision { String::new() } else { format!(" (stored {}, converted on load)", m.stored) };
+                    ui.label(format!("{:.2}M parameters, {}x{}, {}{stored}", m.parameters as f64 / 1e6, m.width, m.height, m.precision)).on_hover_text(format!(
+                        "{}\n{}: {:.2} MB on disk, {:.2} MB on the GPU",
+                        m.precision_note,
+                        m.weights_file.display(),
+                        m.file_bytes as f64 / 1e6,
+                        m.gpu_bytes as f64 / 1e6
+                    ));
                 }
                 (None, None) => {
                     ui.label("No model open");
                 }
             }
-            let busy = self.generation.running || self.training.is_running();
+            let busy = self.busy();
             if ui.add_enabled(!busy, egui::Button::new("Open model…")).on_disabled_hover_text("Wait until the current run ends").clicked()
                 && let Some(dir) = rfd::FileDialog::new().set_title("Open a diffusers model folder").pick_folder()
             {

@@ -1,5 +1,6 @@
 //! What the window remembers between launches (eframe storage, serde).
 
+use crate::model::Precision;
 use crate::worker::SchedulerChoice;
 use serde::{Deserialize, Serialize};
 use std::path::PathBuf;
@@ -40,11 +41,13 @@ pub struct GenerateSettings {
     pub zoom: u32,
     /// Exported images are upscaled by this (1, 4 or 8).
     pub export_scale: u32,
+    /// The weights' precision on the GPU; None: as the file stores them.
+    pub precision: Option<Precision>,
 }
 
 impl Default for GenerateSettings {
     fn default() -> Self {
-        GenerateSettings { count: 16, steps: 50, seed: 0, scheduler: SchedulerChoice::Ddpm, view: View::Both, zoom: 3, export_scale: 4 }
+        GenerateSettings { count: 16, steps: 50, seed: 0, scheduler: SchedulerChoice::Ddpm, view: View::Both, zoom: 3, export_scale: 4, precision: None }
     }
 }
 

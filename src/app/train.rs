@@ -315,7 +315,7 @@ fn controls_ui(app: &mut PetalApp, ui: &mut egui::Ui) {
     let state = app.training.state;
     ui.horizontal_wrapped(|ui| {
         let ready = request(app);
-        let can_start = state == RunState::Idle && ready.is_ok() && !app.generation.running;
+        let can_start = state == RunState::Idle && ready.is_ok() && !app.generation.running && !app.comparison.running;
         let r = ui.add_enabled(can_start, egui::Button::new(egui::RichText::new("Start training").strong()));
         let r = match (&ready, state) {
             (Err(why), RunState::Idle) => r.on_disabled_hover_text(why.as_str()),

@@ -157,9 +157,10 @@ pub struct TrainArgs {
 
 #[derive(Args)]
 pub struct SampleArgs {
-    /// A diffusers model folder (pipeline layout with unet/ and scheduler/, or a flat UNet folder).
+    /// A diffusers model folder (pipeline layout with unet/ and scheduler/,
+    /// or a flat UNet folder). Default: the bundled flower model (assets/flowers).
     #[arg(long)]
-    model: PathBuf,
+    model: Option<PathBuf>,
     /// Denoising steps.
     #[arg(long, default_value_t = 50)]
     steps: u32,
@@ -281,12 +282,17 @@ fn sample(gpu_args: &GpuArgs, a: SampleArgs) -> Result<()> {
         bail!("--batch must be at least 1");
     }
     let kind = a.scheduler.kind()?;
+    let model = match &a.model {
+        Some(m) => m.clone(),
+        None => petal::model::folder::bundled()
+            .context("no --model given, and this build has no bundled flower model (assets/flowers next to the executable or in the source tree)")?,
+    };
     let gpu = open_gpu(gpu_args)?;
     eprintln!("adapter: {}", gpu.describe());
-    let (unet, sched) = quantize::load_for_sampling(&gpu, &a.model, a.variant.as_deref(), a.precision.as_deref())?;
+    let (unet, sched) = quantize::load_for_sampling(&gpu, &model, a.variant.as_deref(), a.precision.as_deref())?;
     let (h, w) = unet.config.sample_hw();
     let c = unet.config.in_channels as usize;
-    image_io::check_channels(unet.config.in_channels).with_context(|| format!("{}", a.model.display()))?;
+    image_io::check_channels(unet.config.in_channels).with_context(|| format!("{}", model.display()))?;
     petal::diffusion::DdpmScheduler::new(&sched)?.set_timesteps(a.steps).with_context(|| format!("--steps {}", a.steps))?;
     // A batch larger than one pass can hold runs as several passes (chunks);
     // image i draws from its own noise stream, so the images are the same.
@@ -351,7 +357,7 @@ fn sample(gpu_args: &GpuArgs, a: SampleArgs) -> Result<()> {
     if let Some(i) = images.iter().position(|v| !v.is_finite()) {
         bail!(
             "{}: image {} of the batch came out non-finite (NaN or infinity): the model's values overflow f32; no image written",
-            a.model.display(),
+            model.display(),
             i / per_image
         );
     }

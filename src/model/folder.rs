@@ -68,6 +68,21 @@ pub fn resolve(dir: &Path, variant: Option<&str>) -> Result<ModelFolder> {
     })
 }
 
+/// The flower model Petal ships (`assets/flowers`, a diffusers pipeline
+/// folder), when this build has one: beside the executable first (an
+/// installed copy), then in the source tree it was built from. The window
+/// opens on it and `petal sample` uses it when no `--model` is given.
+pub fn bundled() -> Option<PathBuf> {
+    let mut candidates = Vec::new();
+    if let Ok(exe) = std::env::current_exe()
+        && let Some(dir) = exe.parent()
+    {
+        candidates.push(dir.join("assets/flowers"));
+    }
+    candidates.push(Path::new(env!("CARGO_MANIFEST_DIR")).join("assets/flowers"));
+    candidates.into_iter().find(|p| p.join("model_index.json").is_file() || p.join("unet/config.json").is_file())
+}
+
 /// A diffusers model folder read from disk: what the CLI, the window and the
 /// trainer all start from.
 #[derive(Clone, Debug)]

@@ -69,6 +69,15 @@ impl Precision {
         }
     }
 
+    /// diffusers' weights variant of this precision (None for fp32's plain file).
+    pub fn variant(self) -> Option<&'static str> {
+        match self {
+            Precision::Fp32 => None,
+            Precision::Fp16 => Some("fp16"),
+            Precision::Int8 => Some("int8"),
+        }
+    }
+
     /// The weights file a folder of this precision holds (diffusers'
     /// variant naming: `diffusion_pytorch_model[.<variant>].safetensors`).
     pub fn weights_file(self) -> &'static str {
@@ -331,23 +340,40 @@ pub struct LoadedUNet {
     pub unet: UNet,
     pub scheduler: SchedulerConfig,
     pub precision: Precision,
+    /// The precision the weights file stores.
+    pub stored: Precision,
     /// The weights file read, and its size in bytes.
     pub weights_file: PathBuf,
     pub file_bytes: u64,
+    /// The size of this precision's weights file: `file_bytes` when the file
+    /// read is in `precision`, else the size [`weights_bytes`] would write.
+    pub precision_file_bytes: u64,
     /// Bytes the weights take on the GPU (slabs, with alignment padding).
     pub gpu_bytes: u64,
 }
 
 /// Loads a diffusers model folder at `precision` (None: the precision its
-/// weights file is stored in), converting on load. Errors name the file and
-/// tensor. This is what `petal sample --precision` and the window call.
+/// weights file is stored in), converting on load. Without a `variant`, a
+/// folder that holds `precision`'s own file
+/// (`diffusion_pytorch_model.fp16.safetensors`, `.int8.`) is read from it,
+/// so a shipped INT8 file keeps its exact values; otherwise the folder's
+/// usual file (see [`folder::resolve`]) is converted. Errors name the file
+/// and tensor. This is what `petal sample --precision` and the window call.
 pub fn load_unet(gpu: Arc<Gpu>, dir: &Path, variant: Option<&str>, precision: Option<Precision>) -> Result<LoadedUNet> {
-    let m = folder::load(dir, variant)?;
-    let precision = precision.unwrap_or_else(|| stored_precision(&m.stored));
-    let unet = UNet::from_loaded_at(gpu, &m, precision)?;
+    let own = match (variant, precision) {
+        (None, Some(p)) if folder::resolve(dir, p.variant()).is_ok() => p.variant(),
+        _ => variant,
+    };
+    let m = folder::load(dir, own)?;
+    let stored = stored_precision(&m.stored);
+    let precision = precision.unwrap_or(stored);
+    let graph = super::unet::build_graph(&m.config);
+    let host = convert(&graph, &m.weights, &m.stored, precision);
+    let unet = UNet::from_host(gpu, m.config.clone(), &host, precision).with_context(|| format!("{}", m.files.weights.display()))?;
     let file_bytes = std::fs::metadata(&m.files.weights).map(|md| md.len()).unwrap_or(0);
+    let precision_file_bytes = if precision == stored { file_bytes } else { weights_bytes(&graph, &host).map_or(0, |b| b.len() as u64) };
     let gpu_bytes = unet.params.gpu_bytes();
-    Ok(LoadedUNet { unet, scheduler: m.scheduler, precision, weights_file: m.files.weights, file_bytes, gpu_bytes })
+    Ok(LoadedUNet { unet, scheduler: m.scheduler, precision, stored, weights_file: m.files.weights, file_bytes, precision_file_bytes, gpu_bytes })
 }
 
 impl UNet {

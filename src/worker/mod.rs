@@ -10,12 +10,12 @@
 
 pub mod protocol;
 
-pub use protocol::{Activity, Command, Event, GenerateRequest, ModelInfo, SchedulerChoice, StepFrame, TrainRequest, TrainStart};
+pub use protocol::{Activity, CompareEntry, Command, Event, GenerateRequest, ModelInfo, SchedulerChoice, StepFrame, TrainRequest, TrainStart};
 
 use crate::diffusion::{Flow, NoiseStreams, Sampler};
 use crate::export::Image8;
 use crate::gpu::{Gpu, GpuOptions};
-use crate::model::{SchedulerConfig, UNet, UNetConfig, folder};
+use crate::model::{Precision, SchedulerConfig, UNet, UNetConfig};
 use crate::train::{ModelSource, TrainControl, TrainEvent, TrainOptions};
 use anyhow::{Context, Result, bail};
 use crossbeam_channel::{Receiver, Sender};
@@ -72,6 +72,8 @@ pub fn spawn(gpu: GpuOptions, notify: impl Fn() + Send + 'static) -> WorkerHandl
 struct Loaded {
     unet: UNet,
     scheduler: SchedulerConfig,
+    /// The folder it came from (a comparison reloads it at each precision).
+    dir: std::path::PathBuf,
 }
 
 /// A sampler kept between generations of the same shape (its buffers and
@@ -116,8 +118,9 @@ impl Worker {
         while let Ok(cmd) = self.commands.recv() {
             let (activity, result) = match cmd {
                 Command::Shutdown => return,
-                Command::LoadModel(dir) => (Activity::LoadingModel, self.load_model(&dir).map(|_| MidRun::Nothing)),
+                Command::LoadModel { dir, precision } => (Activity::LoadingModel, self.load_model(&dir, precision).map(|_| MidRun::Nothing)),
                 Command::Generate(req) => (Activity::Generating, self.generate(&req)),
+                Command::Compare(req) => (Activity::Comparing, self.compare(&req)),
                 Command::ScanData(dir) => (Activity::ScanningData, self.scan_data(&dir).map(|_| MidRun::Nothing)),
                 Command::StartTraining(req) => (Activity::Training, self.train(&req)),
                 // Run controls with no run going: nothing to do.
@@ -140,27 +143,108 @@ impl Worker {
         }
     }
 
-    fn load_model(&mut self, dir: &Path) -> Result<()> {
+    fn load_model(&mut self, dir: &Path, precision: Option<Precision>) -> Result<()> {
         let gpu = self.gpu()?;
-        let m = folder::load(dir, None)?;
-        let stored = if m.files.weights.to_string_lossy().contains(".fp16.") { "fp16 (widened to fp32 on load)" } else { "fp32" };
-        let (height, width) = m.config.sample_hw();
-        let unet = UNet::from_loaded(gpu, &m)?;
+        // The old model's sampler goes first (it holds the activations); the
+        // old model stays open until the new one has loaded, so a folder
+        // that fails to load leaves the window's model as it was.
+        self.sampler = None;
+        let m = crate::model::load_unet(gpu.clone(), dir, None, precision)?;
+        let (height, width) = m.unet.config.sample_hw();
+        let name = std::fs::canonicalize(dir)
+            .ok()
+            .and_then(|p| p.file_name().map(|n| n.to_string_lossy().into_owned()))
+            .unwrap_or_else(|| dir.display().to_string());
         let info = ModelInfo {
-            name: m.name.clone(),
+            name,
             dir: dir.to_path_buf(),
-            parameters: unet.graph.num_parameters(),
-            precision: stored.into(),
-            channels: m.config.in_channels,
+            parameters: m.unet.graph.num_parameters(),
+            precision: m.precision,
+            stored: m.stored,
+            weights_file: m.weights_file.clone(),
+            file_bytes: m.file_bytes,
+            gpu_bytes: m.gpu_bytes,
+            precision_note: m.precision.describe(&gpu),
+            channels: m.unet.config.in_channels,
             height,
             width,
             num_train_timesteps: m.scheduler.num_train_timesteps,
         };
-        // The old model's sampler points at the old weights.
-        self.sampler = None;
-        self.model = Some(Loaded { unet, scheduler: m.scheduler });
+        self.model = Some(Loaded { unet: m.unet, scheduler: m.scheduler, dir: dir.to_path_buf() });
         self.send(Event::ModelLoaded(info));
         Ok(())
+    }
+
+    /// Checks a generation request against the open model.
+    fn check_request<'m>(model: Option<&'m Loaded>, req: &GenerateRequest) -> Result<&'m Loaded> {
+        let Some(model) = model else { bail!("no model is loaded: open a model folder first") };
+        if req.count == 0 || req.count > 64 {
+            bail!("images: {} is outside 1..=64", req.count);
+        }
+        let train_steps = model.scheduler.num_train_timesteps;
+        if req.steps == 0 || req.steps > train_steps {
+            bail!("steps: {} is outside 1..={train_steps} (the model's num_train_timesteps)", req.steps);
+        }
+        Ok(model)
+    }
+
+    /// The open model's folder at FP32, FP16 and INT8 in turn, each sampling
+    /// `req` from the same noise (the noise streams are per image, so every
+    /// run sees the same numbers). Only the last step is read back, so the
+    /// ms per step are the plain sampling speed. The open model stays loaded.
+    fn compare(&mut self, req: &GenerateRequest) -> Result<MidRun> {
+        let gpu = self.gpu()?;
+        let dir = Self::check_request(self.model.as_ref(), req)?.dir.clone();
+        // The cached sampler holds activations the comparison's three need.
+        self.sampler = None;
+        let precisions = Precision::ALL.to_vec();
+        self.send(Event::CompareStarted { request: req.clone(), precisions: precisions.clone() });
+        let mut reference: Option<Vec<crate::export::Image8>> = None;
+        for p in precisions {
+            let m = crate::model::load_unet(gpu.clone(), &dir, None, Some(p)).with_context(|| format!("loading the {p} weights"))?;
+            let cfg = &m.unet.config;
+            let (c, (h, w)) = (cfg.out_channels as usize, cfg.sample_hw());
+            let (h, w) = (h as usize, w as usize);
+            let mut sampler = Sampler::with_kind(&m.unet, &m.scheduler, req.scheduler.kind(), req.count, req.steps)
+                .with_context(|| format!("preparing {} images of {}x{} at {p}", req.count, h, w))?;
+            let mut noise = NoiseStreams::new(req.seed, 0, req.count as usize, cfg.in_channels as usize * h * w);
+            let x_t = noise.next_batch();
+            let mut outcome = MidRun::Nothing;
+            let mut step_times = Vec::new();
+            let mut last = Instant::now();
+            let out = sampler.run(&gpu, &x_t, false, |_, _| noise.next_batch(), |_, _| {
+                step_times.push(last.elapsed().as_secs_f64() * 1e3);
+                last = Instant::now();
+                outcome = self.poll_mid_run("comparing", |_| false);
+                match outcome {
+                    MidRun::Nothing => Flow::Continue,
+                    _ => Flow::Cancel,
+                }
+            })?;
+            let Some(x) = out else {
+                self.send(Event::CompareDone { cancelled: true });
+                return Ok(outcome);
+            };
+            // The first step builds pipelines on a cold start; leave it out when there are more.
+            let timed = if step_times.len() > 1 { &step_times[1..] } else { &step_times[..] };
+            let millis_per_step = timed.iter().sum::<f64>() / timed.len().max(1) as f64;
+            let images = crate::export::Image8::from_batch(&x, req.count as usize, c, h, w);
+            let mean_abs_diff = reference.as_ref().filter(|_| p != Precision::Fp32).map(|r| crate::export::mean_abs_diff(r, &images));
+            if p == Precision::Fp32 {
+                reference = Some(images.clone());
+            }
+            self.send(Event::CompareResult(CompareEntry {
+                precision: p,
+                images,
+                millis_per_step,
+                gpu_bytes: m.gpu_bytes,
+                file_bytes: m.precision_file_bytes,
+                converted: m.stored != p,
+                mean_abs_diff,
+            }));
+        }
+        self.send(Event::CompareDone { cancelled: false });
+        Ok(MidRun::Nothing)
     }
 
     /// Looks at the commands that came in during a run. Run controls are
@@ -169,7 +253,7 @@ impl Worker {
         while let Ok(c) = self.commands.try_recv() {
             match c {
                 Command::Shutdown => return MidRun::Shutdown,
-                Command::Cancel if busy == "generating" => return MidRun::Cancel,
+                Command::Cancel if busy != "training" => return MidRun::Cancel,
                 c if on_control(&c) => {}
                 Command::Cancel | Command::Pause | Command::Resume | Command::Stop | Command::SampleNow | Command::CheckpointNow => {}
                 other => self.send(Event::Refused(format!(
@@ -184,14 +268,7 @@ impl Worker {
 
     fn generate(&mut self, req: &GenerateRequest) -> Result<MidRun> {
         let gpu = self.gpu()?;
-        let Some(model) = &self.model else { bail!("no model is loaded: open a model folder first") };
-        if req.count == 0 || req.count > 64 {
-            bail!("images: {} is outside 1..=64", req.count);
-        }
-        let train_steps = model.scheduler.num_train_timesteps;
-        if req.steps == 0 || req.steps > train_steps {
-            bail!("steps: {} is outside 1..={train_steps} (the model's num_train_timesteps)", req.steps);
-        }
+        let model = Self::check_request(self.model.as_ref(), req)?;
         let cfg = &model.unet.config;
         let (c, (h, w)) = (cfg.out_channels as usize, cfg.sample_hw());
         let (h, w) = (h as usize, w as usize);
@@ -353,8 +430,9 @@ impl Worker {
 
 fn command_name(c: &Command) -> &'static str {
     match c {
-        Command::LoadModel(_) => "opening a model",
+        Command::LoadModel { .. } => "opening a model",
         Command::Generate(_) => "generating",
+        Command::Compare(_) => "comparing precisions",
         Command::Cancel => "cancel",
         Command::ScanData(_) => "scanning a data folder",
         Command::StartTraining(_) => "starting training",

@@ -3,6 +3,7 @@
 //! crossbeam channel as it is.
 
 use crate::export::Image8;
+use crate::model::Precision;
 use crate::train::StepLog;
 use std::path::PathBuf;
 
@@ -84,9 +85,14 @@ pub struct TrainRequest {
 /// From the window to the worker.
 #[derive(Clone, Debug, PartialEq)]
 pub enum Command {
-    /// Load a diffusers model folder for generation.
-    LoadModel(PathBuf),
+    /// Load a diffusers model folder for generation, with its weights at
+    /// `precision` on the GPU (None: as the file stores them).
+    LoadModel { dir: PathBuf, precision: Option<Precision> },
     Generate(GenerateRequest),
+    /// Run the same request (same seed, same noise) with the open model's
+    /// weights in FP32, FP16 and INT8, one after the other, and report each
+    /// one's final images, speed and sizes. Cancel stops it between steps.
+    Compare(GenerateRequest),
     /// Stop a generation between steps, keeping the steps reached.
     Cancel,
     /// Count the usable images of a data folder (and say which are skipped).
@@ -109,8 +115,16 @@ pub struct ModelInfo {
     pub name: String,
     pub dir: PathBuf,
     pub parameters: usize,
-    /// The stored weight type ("fp32", "fp16"), and how it runs.
-    pub precision: String,
+    /// The precision the weights run at on the GPU.
+    pub precision: Precision,
+    /// The precision the weights file stores.
+    pub stored: Precision,
+    /// The weights file read, its size, and the bytes the weights take on the GPU.
+    pub weights_file: PathBuf,
+    pub file_bytes: u64,
+    pub gpu_bytes: u64,
+    /// What runs, in words ([`Precision::describe`]).
+    pub precision_note: String,
     pub channels: u32,
     pub height: u32,
     pub width: u32,
@@ -144,6 +158,12 @@ pub enum Event {
     /// The batch is done, or was cancelled after `interrupted_at` steps.
     GenerationDone { interrupted_at: Option<usize>, seconds: f64 },
     DataScanned { dir: PathBuf, images: usize, skipped: Vec<(PathBuf, String)> },
+    /// A comparison began: its request, and the precisions it will run in order.
+    CompareStarted { request: GenerateRequest, precisions: Vec<Precision> },
+    /// One precision of a comparison is done.
+    CompareResult(CompareEntry),
+    /// The comparison ended (`cancelled`: Cancel stopped it early).
+    CompareDone { cancelled: bool },
     TrainStarted {
         images: usize,
         skipped: Vec<(PathBuf, String)>,
@@ -168,6 +188,28 @@ pub enum Event {
     Failed { activity: Activity, message: String },
 }
 
+/// One precision's run in a comparison ([`Command::Compare`]).
+#[derive(Clone, Debug)]
+pub struct CompareEntry {
+    pub precision: Precision,
+    /// The final images (x_0 after the last step), one per batch entry.
+    pub images: Vec<Image8>,
+    /// Mean wall time per denoising step, in milliseconds (every step's image
+    /// read back only at the end).
+    pub millis_per_step: f64,
+    /// The weights on the GPU, in bytes.
+    pub gpu_bytes: u64,
+    /// The size of this precision's weights file, in bytes (of the file read
+    /// when the folder has one in this precision; else what `petal quantize`
+    /// would write).
+    pub file_bytes: u64,
+    /// Whether the weights were converted on load rather than read as stored.
+    pub converted: bool,
+    /// Mean absolute difference from the FP32 run's images, on 0-255 (None
+    /// for FP32 itself, or when FP32 did not run first).
+    pub mean_abs_diff: Option<f64>,
+}
+
 /// What the worker was doing when something failed.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Activity {
@@ -176,4 +218,5 @@ pub enum Activity {
     Generating,
     ScanningData,
     Training,
+    Comparing,
 }
