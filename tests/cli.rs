@@ -251,3 +251,20 @@ fn eval_reports_swd_and_nearest_images() {
     let e = fails(&["eval", "--real", s(&flowers), "--generated", s(&grid), "--tile", "36"]);
     assert!(e.contains("grid.png") && e.contains("36 px tiles"), "{e}");
 }
+
+/// `petal quantize` says what the conversion cost: the written model's UNet
+/// output against the source's at FP32, per timestep, within issue 10's bounds.
+#[test]
+fn quantize_reports_the_output_error_against_fp32() {
+    let tmp = tempfile::tempdir().unwrap();
+    for (p, bound) in [("fp16", 1.0), ("int8", 5.0)] {
+        let out = tmp.path().join(p);
+        let o = petal(&["quantize", "--model", s(&mini()), "--precision", p, "--out", s(&out)]);
+        let err = stderr(&o);
+        assert!(o.status.success(), "{err}");
+        let line = err.lines().find(|l| l.starts_with("UNet output vs the source at fp32")).unwrap_or_else(|| panic!("no error line: {err}"));
+        assert_eq!(line.matches("t=").count(), 6, "{line}");
+        let worst: f64 = line.rsplit("worst ").next().unwrap().trim_end_matches("%)").parse().unwrap();
+        assert!(worst > 0.0 && worst < bound, "{p}: worst {worst}% (bound {bound}%)");
+    }
+}

@@ -179,7 +179,7 @@ fn resume_continues_the_same_loss_curve() {
     o3.checkpoint_every = 4;
     let mut resumed_from = None;
     petal::train::train(gpu.clone(), &o3, |ev| {
-        if let TrainEvent::Started { resumed_from: r, .. } = ev {
+        if let TrainEvent::Started(petal::train::RunStarted { resumed_from: r, .. }) = ev {
             resumed_from = r;
         }
         TrainControl::CONTINUE
@@ -228,7 +228,7 @@ fn bad_training_input_is_an_error_and_loses_nothing() {
     o.checkpoint_every = 1;
     let mut skipped = Vec::new();
     petal::train::train(gpu.clone(), &o, |ev| {
-        if let TrainEvent::Started { skipped: s, .. } = ev {
+        if let TrainEvent::Started(petal::train::RunStarted { skipped: s, .. }) = ev {
             skipped = s.iter().map(|(p, _)| p.clone()).collect();
         }
         TrainControl::CONTINUE

@@ -140,7 +140,7 @@ impl PetalApp {
                 Event::CompareResult(entry) => self.comparison.result(ctx, entry),
                 Event::CompareDone { cancelled } => self.comparison.done(cancelled),
                 Event::DataScanned { dir, images, skipped } => self.training.scanned(dir, images, skipped),
-                Event::TrainStarted { .. }
+                Event::TrainStarted(_)
                 | Event::TrainStep(_)
                 | Event::TrainPreview { .. }
                 | Event::Checkpoint { .. }

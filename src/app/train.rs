@@ -4,7 +4,8 @@
 use super::{PetalApp, StartChoice, Tab};
 use crate::export::Image8;
 use crate::train::StepLog;
-use crate::worker::{Command, Event, TrainRequest, TrainStart};
+use crate::train::{ModelSource, RunStarted, TrainOptions};
+use crate::worker::{Command, Event};
 use std::path::PathBuf;
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -80,7 +81,7 @@ impl TrainingView {
 
     pub fn event(&mut self, ctx: &egui::Context, ev: Event) {
         match ev {
-            Event::TrainStarted { images, skipped, total_steps, steps_per_epoch, resumed_from, parameters, gpu_bytes } => {
+            Event::TrainStarted(RunStarted { images, skipped, total_steps, steps_per_epoch, resumed_from, parameters, gpu_bytes }) => {
                 self.state = RunState::Running;
                 self.images = images;
                 self.total_steps = total_steps;
@@ -270,29 +271,28 @@ fn set_data(app: &mut PetalApp, d: PathBuf) {
 }
 
 /// The request the settings make, or what is missing.
-pub fn request(app: &PetalApp) -> Result<TrainRequest, String> {
+pub fn request(app: &PetalApp) -> Result<TrainOptions, String> {
     let t = &app.settings.train;
     let data = t.data.clone().ok_or("Choose a data folder")?;
     let out = t.out.clone().ok_or("Choose an output folder")?;
-    let start = match &t.start {
-        StartChoice::CurrentModel => TrainStart::Model(app.model.as_ref().ok_or("No model is open to start from")?.dir.clone()),
-        StartChoice::Folder(p) => TrainStart::Model(p.clone()),
-        StartChoice::Fresh(n) => TrainStart::Config(n.clone()),
-        StartChoice::Resume(p) => TrainStart::Resume(p.clone()),
+    let init = |dir: PathBuf| ModelSource::Init { dir, variant: None };
+    let source = match &t.start {
+        StartChoice::CurrentModel => init(app.model.as_ref().ok_or("No model is open to start from")?.dir.clone()),
+        StartChoice::Folder(p) => init(p.clone()),
+        StartChoice::Fresh(n) => ModelSource::builtin(n).map_err(|e| e.to_string())?,
+        StartChoice::Resume(p) => ModelSource::Resume(p.clone()),
     };
-    Ok(TrainRequest {
-        data,
-        out,
-        start,
-        epochs: t.epochs,
-        max_steps: (t.max_steps > 0).then_some(t.max_steps),
-        batch: t.batch,
-        lr: t.lr,
-        warmup: t.warmup,
-        checkpoint_every: t.checkpoint_every,
-        sample_every: t.sample_every,
-        seed: t.seed,
-    })
+    // The seed's recipe (TrainOptions::new) with what the window edits.
+    let mut o = TrainOptions::new(data, out, source);
+    o.epochs = t.epochs;
+    o.max_steps = (t.max_steps > 0).then_some(t.max_steps);
+    o.batch = t.batch;
+    o.lr = t.lr;
+    o.warmup = t.warmup;
+    o.checkpoint_every = t.checkpoint_every;
+    o.sample_every = t.sample_every;
+    o.seed = t.seed;
+    Ok(o)
 }
 
 /// Starts a run with the current settings (what the Start button does).
@@ -307,7 +307,7 @@ pub fn start(app: &mut PetalApp) -> Result<(), String> {
     tv.checkpoints.clear();
     tv.outcome = None;
     tv.state = RunState::Starting;
-    app.send(Command::StartTraining(req));
+    app.send(Command::StartTraining(Box::new(req)));
     Ok(())
 }
 

@@ -273,7 +273,7 @@ pub fn run(gpu: &GpuArgs, command: Command) -> Result<()> {
         Command::Train(a) => train(gpu, a),
         Command::Bench(a) => bench_cmd(gpu, a),
         Command::Eval(a) => eval::run(a),
-        Command::Quantize(a) => quantize::run(a),
+        Command::Quantize(a) => quantize::run(gpu, a),
     }
 }
 
@@ -501,15 +501,12 @@ fn train(gpu_args: &GpuArgs, a: TrainArgs) -> Result<()> {
     let source = match (&a.init, &a.config, &a.resume) {
         (Some(dir), _, _) => ModelSource::Init { dir: dir.clone(), variant: a.variant.clone() },
         (_, _, Some(dir)) => ModelSource::Resume(dir.clone()),
-        (_, Some(name), _) => {
-            let cfg = match petal::model::UNetConfig::builtin(name) {
-                Some(c) => c,
-                None => petal::model::UNetConfig::from_file(Path::new(name)).with_context(|| {
-                    format!("--config {name}: not a built-in config (tiny, small, cifar10-32) nor a readable config.json")
-                })?,
-            };
-            ModelSource::Config(Box::new(cfg))
-        }
+        (_, Some(name), _) => match ModelSource::builtin(name) {
+            Ok(s) => s,
+            Err(_) => ModelSource::Config(Box::new(petal::model::UNetConfig::from_file(Path::new(name)).with_context(|| {
+                format!("--config {name}: not a built-in config (tiny, small, cifar10-32) nor a readable config.json")
+            })?)),
+        },
         (None, None, None) => bail!("say where the weights start: --init DIR, --config NAME or --resume CHECKPOINT"),
     };
     let gpu = open_gpu(gpu_args)?;
@@ -541,7 +538,7 @@ fn train(gpu_args: &GpuArgs, a: TrainArgs) -> Result<()> {
     let mut last_line = std::time::Instant::now();
     let summary = petal::train::train(gpu, &opts, |ev| {
         match ev {
-            TrainEvent::Started { images, skipped, total_steps, steps_per_epoch, resumed_from, parameters, gpu_bytes } => {
+            TrainEvent::Started(petal::train::RunStarted { images, skipped, total_steps, steps_per_epoch, resumed_from, parameters, gpu_bytes }) => {
                 for (p, why) in &skipped {
                     say(&bar, format!("warning: skipped {}: {why}", p.display()));
                 }

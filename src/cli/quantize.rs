@@ -22,9 +22,13 @@ pub struct QuantizeArgs {
     /// Weights variant of the source folder, e.g. fp16.
     #[arg(long)]
     variant: Option<String>,
+    /// Skip the check of the written model's UNet output against the
+    /// source's at FP32 (it needs a GPU adapter, lavapipe will do).
+    #[arg(long)]
+    no_check: bool,
 }
 
-pub fn run(a: QuantizeArgs) -> Result<()> {
+pub fn run(gpu_args: &super::GpuArgs, a: QuantizeArgs) -> Result<()> {
     let precision = Precision::parse(&a.precision)?;
     let r = quantize_folder(&a.model, a.variant.as_deref(), precision, &a.out)?;
     eprintln!(
@@ -34,6 +38,19 @@ pub fn run(a: QuantizeArgs) -> Result<()> {
         100.0 * r.file_bytes as f64 / r.source_bytes.max(1) as f64,
         r.source_bytes as f64 / 1e6
     );
+    if a.no_check {
+        return Ok(());
+    }
+    // What the conversion cost: the written folder's output against the
+    // source's at FP32, on the same random image at each timestep.
+    let gpu = super::open_gpu(gpu_args)?;
+    let fp32 = petal::model::load_unet(gpu.clone(), &a.model, a.variant.as_deref(), Some(Precision::Fp32))?;
+    let out = petal::model::load_unet(gpu.clone(), &a.out, None, None)?;
+    let ts = petal::model::precision::CHECK_TIMESTEPS;
+    let errs = petal::model::precision::output_error(&gpu, &fp32.unet, &out.unet, &ts)?;
+    let list: Vec<String> = ts.iter().zip(&errs).map(|(t, e)| format!("t={t}: {:.3}%", e * 100.0)).collect();
+    let worst = errs.iter().copied().fold(0.0, f64::max);
+    eprintln!("UNet output vs the source at fp32, relative L2: {} (worst {:.3}%)", list.join(", "), worst * 100.0);
     Ok(())
 }
 

@@ -177,11 +177,7 @@ impl DdpmScheduler {
         let (min_log, max_log) = if self.learned_variance() { self.log_variance_range(t) } else { (0.0, 0.0) };
         DdpmStepParams {
             n: 0,
-            prediction: match self.config.prediction_type.as_str() {
-                "sample" => 1,
-                "v_prediction" => 2,
-                _ => 0,
-            },
+            prediction: self.config.prediction_code(),
             clip: self.config.clip_sample as u32,
             _pad0: 0,
             sqrt_alpha_prod: alpha_prod_t.sqrt(),

@@ -463,6 +463,17 @@ impl Default for SchedulerConfig {
 }
 
 impl SchedulerConfig {
+    /// `prediction_type` as the scheduler-step kernel codes it
+    /// (shaders/ddpm_step.wgsl): 0 epsilon, 1 sample, 2 v_prediction.
+    /// Other values are refused when the config is read.
+    pub fn prediction_code(&self) -> u32 {
+        match self.prediction_type.as_str() {
+            "sample" => 1,
+            "v_prediction" => 2,
+            _ => 0,
+        }
+    }
+
     pub fn from_file(path: &Path) -> Result<SchedulerConfig> {
         let text = std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
         let (cfg, unknown) = parse_config::<SchedulerConfig>(&text)

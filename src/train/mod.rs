@@ -10,4 +10,4 @@ pub mod trainer;
 pub mod validate;
 
 pub use plan::{StepSettings, StepStats, TrainPlan};
-pub use trainer::{ModelSource, StepLog, TrainControl, TrainEvent, TrainOptions, TrainSummary, train};
+pub use trainer::{ModelSource, RunStarted, StepLog, TrainControl, TrainEvent, TrainOptions, TrainSummary, train};

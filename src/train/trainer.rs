@@ -30,6 +30,35 @@ pub enum ModelSource {
     Resume(PathBuf),
 }
 
+/// What a run found when it started ([`TrainEvent::Started`]).
+#[derive(Clone, Debug, PartialEq)]
+pub struct RunStarted {
+    /// Usable training images.
+    pub images: usize,
+    /// Files in the data folder that could not be used, and why.
+    pub skipped: Vec<(PathBuf, String)>,
+    /// The optimizer step the run ends at (the cosine schedule's end).
+    pub total_steps: u64,
+    pub steps_per_epoch: u64,
+    /// The checkpoint step a resumed run continues from.
+    pub resumed_from: Option<u64>,
+    pub parameters: usize,
+    /// GPU memory the run holds (weights, gradients, AdamW moments, EMA,
+    /// activations), in bytes.
+    pub gpu_bytes: u64,
+}
+
+impl ModelSource {
+    /// Fresh weights of a built-in architecture: tiny, small or cifar10-32
+    /// ([`UNetConfig::builtin`]). Errors name the choices.
+    pub fn builtin(name: &str) -> Result<ModelSource> {
+        match UNetConfig::builtin(name) {
+            Some(c) => Ok(ModelSource::Config(Box::new(c))),
+            None => bail!("no built-in architecture {name:?} (tiny, small, cifar10-32)"),
+        }
+    }
+}
+
 #[derive(Clone, Debug)]
 pub struct TrainOptions {
     pub data: PathBuf,
@@ -96,16 +125,7 @@ pub struct StepLog {
 #[derive(Clone, Debug)]
 pub enum TrainEvent {
     /// Data and model are ready; the first step is next.
-    Started {
-        images: usize,
-        /// Files in the data folder that could not be used, and why.
-        skipped: Vec<(PathBuf, String)>,
-        total_steps: u64,
-        steps_per_epoch: u64,
-        resumed_from: Option<u64>,
-        parameters: usize,
-        gpu_bytes: u64,
-    },
+    Started(RunStarted),
     /// Something the user should know that does not stop the run.
     Warning(String),
     Step(StepLog),
@@ -287,7 +307,7 @@ pub fn train(gpu: Arc<Gpu>, opts: &TrainOptions, mut on_event: impl FnMut(TrainE
         plan.m.upload(&gpu, m);
         plan.v.upload(&gpu, v);
     }
-    on_event(TrainEvent::Started {
+    on_event(TrainEvent::Started(RunStarted {
         images: data.len,
         skipped: data.skipped.clone(),
         total_steps: total,
@@ -295,7 +315,7 @@ pub fn train(gpu: Arc<Gpu>, opts: &TrainOptions, mut on_event: impl FnMut(TrainE
         resumed_from: start.state.as_ref().map(|s| s.step),
         parameters: graph.num_parameters(),
         gpu_bytes: plan.memory_bytes(),
-    });
+    }));
     let mut log = open_log(&opts.out, start.state.as_ref().map(|s| s.step))?;
     let state_at = |step: u64| TrainState {
         step,

@@ -10,13 +10,13 @@
 
 pub mod protocol;
 
-pub use protocol::{Activity, CompareEntry, Command, Event, GenerateRequest, ModelInfo, SchedulerChoice, StepFrame, TrainRequest, TrainStart};
+pub use protocol::{Activity, CompareEntry, Command, Event, GenerateRequest, ModelInfo, SchedulerChoice, StepFrame};
 
 use crate::diffusion::{Flow, NoiseStreams, Sampler};
 use crate::export::Image8;
 use crate::gpu::{Gpu, GpuOptions};
-use crate::model::{Precision, SchedulerConfig, UNet, UNetConfig};
-use crate::train::{ModelSource, TrainControl, TrainEvent, TrainOptions};
+use crate::model::{Precision, SchedulerConfig, UNet};
+use crate::train::{TrainControl, TrainEvent, TrainOptions};
 use anyhow::{Context, Result, bail};
 use crossbeam_channel::{Receiver, Sender};
 use std::path::Path;
@@ -323,37 +323,18 @@ impl Worker {
         Ok(())
     }
 
-    fn train(&mut self, req: &TrainRequest) -> Result<MidRun> {
+    fn train(&mut self, opts: &TrainOptions) -> Result<MidRun> {
         let gpu = self.gpu()?;
-        let source = match &req.start {
-            TrainStart::Model(dir) => ModelSource::Init { dir: dir.clone(), variant: None },
-            TrainStart::Resume(dir) => ModelSource::Resume(dir.clone()),
-            TrainStart::Config(name) => match UNetConfig::builtin(name) {
-                Some(c) => ModelSource::Config(Box::new(c)),
-                None => bail!("no built-in architecture {name:?} (tiny, small, cifar10-32)"),
-            },
-        };
-        let mut opts = TrainOptions::new(req.data.clone(), req.out.clone(), source);
-        opts.epochs = req.epochs;
-        opts.max_steps = req.max_steps;
-        opts.batch = req.batch;
-        opts.lr = req.lr;
-        opts.warmup = req.warmup;
-        opts.checkpoint_every = req.checkpoint_every;
-        opts.sample_every = req.sample_every;
-        opts.seed = req.seed;
         // Generation's sampler would hold GPU memory the run may need.
         self.sampler = None;
         let mut outcome = MidRun::Nothing;
         // Kept across events: a pause lasts until Resume or Stop, also
         // through a "sample now" done while paused.
         let mut paused = false;
-        let summary = crate::train::train(gpu, &opts, |ev| {
+        let summary = crate::train::train(gpu, opts, |ev| {
             let mut control = TrainControl::CONTINUE;
             match ev {
-                TrainEvent::Started { images, skipped, total_steps, steps_per_epoch, resumed_from, parameters, gpu_bytes } => {
-                    self.send(Event::TrainStarted { images, skipped, total_steps, steps_per_epoch, resumed_from, parameters, gpu_bytes })
-                }
+                TrainEvent::Started(s) => self.send(Event::TrainStarted(s)),
                 TrainEvent::Warning(w) => self.send(Event::Warning(w)),
                 TrainEvent::Step(s) => self.send(Event::TrainStep(s)),
                 TrainEvent::Checkpoint { step, path } => self.send(Event::Checkpoint { step, path }),

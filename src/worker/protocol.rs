@@ -4,7 +4,7 @@
 
 use crate::export::Image8;
 use crate::model::Precision;
-use crate::train::StepLog;
+use crate::train::{RunStarted, StepLog, TrainOptions};
 use std::path::PathBuf;
 
 /// The scheduler a generation runs.
@@ -54,36 +54,8 @@ pub struct GenerateRequest {
     pub scheduler: SchedulerChoice,
 }
 
-/// Where a training run's weights start.
-#[derive(Clone, Debug, PartialEq)]
-pub enum TrainStart {
-    /// Fine-tune a diffusers model folder.
-    Model(PathBuf),
-    /// Fresh weights of a built-in architecture (tiny, small, cifar10-32).
-    Config(String),
-    /// Continue a Petal checkpoint exactly.
-    Resume(PathBuf),
-}
-
-/// A training run as the window sets it up; the numbers default to the
-/// seed's recipe ([`crate::train::TrainOptions::new`]).
-#[derive(Clone, Debug, PartialEq)]
-pub struct TrainRequest {
-    pub data: PathBuf,
-    pub out: PathBuf,
-    pub start: TrainStart,
-    pub epochs: u64,
-    pub max_steps: Option<u64>,
-    pub batch: u32,
-    pub lr: f64,
-    pub warmup: u64,
-    pub checkpoint_every: u64,
-    pub sample_every: u64,
-    pub seed: u64,
-}
-
 /// From the window to the worker.
-#[derive(Clone, Debug, PartialEq)]
+#[derive(Clone, Debug)]
 pub enum Command {
     /// Load a diffusers model folder for generation, with its weights at
     /// `precision` on the GPU (None: as the file stores them).
@@ -97,7 +69,9 @@ pub enum Command {
     Cancel,
     /// Count the usable images of a data folder (and say which are skipped).
     ScanData(PathBuf),
-    StartTraining(TrainRequest),
+    /// Train as the options say (the window fills them from its settings,
+    /// as `petal train` does from its flags).
+    StartTraining(Box<TrainOptions>),
     /// Hold the run between steps; the model stays in memory.
     Pause,
     Resume,
@@ -164,15 +138,7 @@ pub enum Event {
     CompareResult(CompareEntry),
     /// The comparison ended (`cancelled`: Cancel stopped it early).
     CompareDone { cancelled: bool },
-    TrainStarted {
-        images: usize,
-        skipped: Vec<(PathBuf, String)>,
-        total_steps: u64,
-        steps_per_epoch: u64,
-        resumed_from: Option<u64>,
-        parameters: usize,
-        gpu_bytes: u64,
-    },
+    TrainStarted(RunStarted),
     TrainStep(StepLog),
     TrainPreview { step: u64, images: Vec<Image8> },
     Checkpoint { step: u64, path: PathBuf },
