@@ -268,3 +268,30 @@ fn quantize_reports_the_output_error_against_fp32() {
         assert!(worst > 0.0 && worst < bound, "{p}: worst {worst}% (bound {bound}%)");
     }
 }
+
+/// The flower model Petal ships: a diffusers pipeline folder in assets/ with
+/// FP16 and INT8 weights, under 20 MB in all, that `petal sample` uses when
+/// no --model is given, at each precision (reading the INT8 file itself).
+#[test]
+fn the_bundled_flower_model_samples_without_a_model_flag() {
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("assets/flowers");
+    for f in ["model_index.json", "scheduler/scheduler_config.json", "unet/config.json", "README.md"] {
+        assert!(dir.join(f).is_file(), "assets/flowers/{f} is missing");
+    }
+    let total: u64 = std::fs::read_dir(dir.join("unet")).unwrap().map(|e| e.unwrap().metadata().unwrap().len()).sum();
+    assert!(total < 20_000_000, "the bundled weights take {total} bytes");
+    let tmp = tempfile::tempdir().unwrap();
+    for (precision, file) in [(None, "diffusion_pytorch_model.fp16.safetensors"), (Some("int8"), "diffusion_pytorch_model.int8.safetensors")] {
+        let out = tmp.path().join("grid.png");
+        let mut args = vec!["sample", "--batch", "2", "--steps", "3", "--out", s(&out)];
+        if let Some(p) = precision {
+            args.extend(["--precision", p]);
+        }
+        let o = petal(&args);
+        let err = stderr(&o);
+        assert!(o.status.success(), "{err}");
+        assert!(err.contains(file), "{precision:?} read another file: {err}");
+        let img = image::open(&out).unwrap();
+        assert_eq!((img.width(), img.height()), (64, 32));
+    }
+}

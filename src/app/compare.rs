@@ -16,6 +16,8 @@ pub struct Comparison {
     /// One per precision done so far, with its grid's texture.
     pub entries: Vec<(CompareEntry, Option<egui::TextureHandle>)>,
     pub running: bool,
+    /// The precision sampling now, and its step (1-based) of how many.
+    pub progress: Option<(Precision, usize, usize)>,
     pub cancelled: bool,
     /// Whether its window is shown.
     pub open: bool,
@@ -68,7 +70,7 @@ pub fn window(app: &mut PetalApp, ctx: &egui::Context) {
     let mut open = true;
     let mut cancel = false;
     let zoom = app.settings.generate.zoom.clamp(1, 4) as f32;
-    egui::Window::new("Compare precisions").open(&mut open).resizable(true).default_width(900.0).show(ctx, |ui| {
+    egui::Window::new("Compare precisions").open(&mut open).resizable(true).default_pos([360.0, 60.0]).default_width(880.0).show(ctx, |ui| {
         let c = &app.comparison;
         if let Some(r) = &c.request {
             ui.label(format!(
@@ -94,7 +96,10 @@ pub fn window(app: &mut PetalApp, ctx: &egui::Context) {
                             ui.horizontal(|ui| {
                                 if c.entries.len() == c.precisions.iter().position(|q| q == p).unwrap_or(0) {
                                     ui.spinner();
-                                    ui.label("sampling…");
+                                    match c.progress {
+                                        Some((q, step, n)) if q == *p => ui.label(format!("step {step}/{n}")),
+                                        _ => ui.label("loading…"),
+                                    };
                                 } else {
                                     ui.label("waiting");
                                 }

@@ -303,10 +303,11 @@ fn settings_ui(app: &mut PetalApp, ui: &mut egui::Ui) {
         if resp.clicked() {
             generate(app);
         }
-        if ui.add_enabled(app.generation.running, egui::Button::new("Cancel")).on_hover_text("Esc: stop between steps and keep what was reached").clicked() {
+        if ui.add_enabled(app.generation.running || app.comparison.running, egui::Button::new("Cancel")).on_hover_text("Esc: stop between steps and keep what was reached").clicked() {
             app.send(Command::Cancel);
         }
     });
+    compare_button(app, ui);
     if let Err(why) = can_generate(app)
         && !app.generation.running
     {
@@ -356,6 +357,10 @@ fn precision_ui(app: &mut PetalApp, ui: &mut egui::Ui) {
         let dir = m.dir.clone();
         app.open_model(dir);
     }
+}
+
+/// Samples the current settings with FP32, FP16 and INT8 weights, side by side.
+fn compare_button(app: &mut PetalApp, ui: &mut egui::Ui) {
     let ok = can_generate(app);
     let resp = ui.add_enabled(ok.is_ok(), egui::Button::new("Compare FP32, FP16, INT8"));
     let resp = match ok {

@@ -137,6 +137,7 @@ impl PetalApp {
                 Event::Step(frame) => self.generation.step(ctx, frame),
                 Event::GenerationDone { interrupted_at, seconds } => self.generation.done(interrupted_at, seconds),
                 Event::CompareStarted { request, precisions } => self.comparison.started(request, precisions),
+                Event::CompareStep { precision, step, num_steps } => self.comparison.progress = Some((precision, step, num_steps)),
                 Event::CompareResult(entry) => self.comparison.result(ctx, entry),
                 Event::CompareDone { cancelled } => self.comparison.done(cancelled),
                 Event::DataScanned { dir, images, skipped } => self.training.scanned(dir, images, skipped),

@@ -212,9 +212,10 @@ impl Worker {
             let mut outcome = MidRun::Nothing;
             let mut step_times = Vec::new();
             let mut last = Instant::now();
-            let out = sampler.run(&gpu, &x_t, false, |_, _| noise.next_batch(), |_, _| {
+            let out = sampler.run(&gpu, &x_t, false, |_, _| noise.next_batch(), |info, _| {
                 step_times.push(last.elapsed().as_secs_f64() * 1e3);
                 last = Instant::now();
+                self.send(Event::CompareStep { precision: p, step: info.index + 1, num_steps: info.num_steps });
                 outcome = self.poll_mid_run("comparing", |_| false);
                 match outcome {
                     MidRun::Nothing => Flow::Continue,

@@ -134,6 +134,8 @@ pub enum Event {
     DataScanned { dir: PathBuf, images: usize, skipped: Vec<(PathBuf, String)> },
     /// A comparison began: its request, and the precisions it will run in order.
     CompareStarted { request: GenerateRequest, precisions: Vec<Precision> },
+    /// A comparison's run at `precision` finished denoising step `step` (1-based) of `num_steps`.
+    CompareStep { precision: Precision, step: usize, num_steps: usize },
     /// One precision of a comparison is done.
     CompareResult(CompareEntry),
     /// The comparison ended (`cancelled`: Cancel stopped it early).
