@@ -295,3 +295,25 @@ fn the_bundled_flower_model_samples_without_a_model_flag() {
         assert_eq!((img.width(), img.height()), (64, 32));
     }
 }
+
+/// `--strip`: for each image a row of x_t and a row of the predicted x_0,
+/// every --strip-every steps and at the last one; the last column's x_t is
+/// the final image.
+#[test]
+fn sample_writes_a_strip_of_the_denoising() {
+    let tmp = tempfile::tempdir().unwrap();
+    let (grid, strip) = (tmp.path().join("grid.png"), tmp.path().join("strip.png"));
+    let o = petal(&["sample", "--model", s(&mini()), "--batch", "2", "--steps", "7", "--seed", "5", "--out", s(&grid), "--strip", s(&strip), "--strip-every", "3"]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let strip = image::open(&strip).unwrap().to_rgb8();
+    let grid = image::open(&grid).unwrap().to_rgb8();
+    let t = grid.height(); // the model's size: two tiles side by side
+    assert_eq!(strip.dimensions(), (3 * t, 4 * t), "steps 3, 6 and 7; x_t and x_0 rows for 2 images");
+    for i in 0..2u32 {
+        for y in 0..t {
+            for x in 0..t {
+                assert_eq!(strip.get_pixel(2 * t + x, 2 * t * i + y), grid.get_pixel(t * i + x, y), "image {i} at ({x}, {y})");
+            }
+        }
+    }
+}

@@ -176,6 +176,14 @@ pub struct SampleArgs {
     /// Also write every step (x_t and predicted x_0) as PNGs into this folder.
     #[arg(long)]
     frames: Option<PathBuf>,
+    /// Also write a strip of the denoising as one PNG: for each image of the
+    /// batch a row of x_t and, below it, a row of the predicted x_0, after
+    /// every --strip-every steps and at the last step (upscaled by --scale).
+    #[arg(long)]
+    strip: Option<PathBuf>,
+    /// Steps between the strip's columns.
+    #[arg(long, default_value_t = 5)]
+    strip_every: u32,
     /// Upscale each tile by this integer factor.
     #[arg(long, default_value_t = 1)]
     scale: u32,
@@ -303,8 +311,8 @@ fn sample(gpu_args: &GpuArgs, a: SampleArgs) -> Result<()> {
     }
     let chunks = a.batch.div_ceil(chunk);
     if chunks > 1 {
-        if a.frames.is_some() {
-            bail!("--frames needs the whole batch in one pass: this adapter holds at most {chunk} images at once; use --batch {chunk} or less");
+        if a.frames.is_some() || a.strip.is_some() {
+            bail!("--frames and --strip need the whole batch in one pass: this adapter holds at most {chunk} images at once; use --batch {chunk} or less");
         }
         eprintln!(
             "--batch {} does not fit this adapter in one pass: sampling {chunks} chunks of at most {chunk} images (the same images as one pass)",
@@ -320,6 +328,8 @@ fn sample(gpu_args: &GpuArgs, a: SampleArgs) -> Result<()> {
     let grid_opts = GridOptions { scale: a.scale, gap: a.gap };
     let (hh, ww) = (h as usize, w as usize);
     let mut frame_err = None;
+    // The strip's columns: (x_t, predicted x_0) of every image at each chosen step.
+    let mut strip_columns: Vec<(Vec<petal::export::Image8>, Vec<petal::export::Image8>)> = Vec::new();
     let started = std::time::Instant::now();
     let mut images = Vec::with_capacity(a.batch as usize * per_image);
     let mut sampler: Option<Sampler> = None;
@@ -333,9 +343,18 @@ fn sample(gpu_args: &GpuArgs, a: SampleArgs) -> Result<()> {
         // Each image has its own noise stream: image i of seed s is the same in any batch.
         let mut streams = NoiseStreams::new(a.seed, (k * chunk) as u64, b, per_image);
         let x_t = streams.next_batch();
-        let out = sampler.run(&gpu, &x_t, a.frames.is_some(), |_, _| streams.next_batch(), |info, frame| {
+        let want_frames = a.frames.is_some() || a.strip.is_some();
+        let out = sampler.run(&gpu, &x_t, want_frames, |_, _| streams.next_batch(), |info, frame| {
             bar.set_message(info.timestep.to_string());
             bar.inc(1);
+            if let (Some(_), Some(f)) = (&a.strip, &frame)
+                && ((info.index + 1) % a.strip_every.max(1) as usize == 0 || info.index + 1 == info.num_steps)
+            {
+                strip_columns.push((
+                    petal::export::Image8::from_batch(&f.x, b, c, hh, ww),
+                    petal::export::Image8::from_batch(&f.pred_x0, b, c, hh, ww),
+                ));
+            }
             if let (Some(dir), Some(f)) = (&a.frames, frame) {
                 let write = |name: String, data: &[f32]| image_io::save_grid(data, b, c, hh, ww, grid_opts, &dir.join(name));
                 let r = write(format!("step{:04}_x.png", info.index), &f.x)
@@ -362,6 +381,17 @@ fn sample(gpu_args: &GpuArgs, a: SampleArgs) -> Result<()> {
         );
     }
     image_io::save_grid(&images, a.batch as usize, c, hh, ww, grid_opts, &a.out)?;
+    if let Some(path) = &a.strip {
+        // Row 2i: image i's x_t; row 2i + 1: its predicted x_0.
+        let mut tiles = Vec::new();
+        for i in 0..a.batch as usize {
+            tiles.extend(strip_columns.iter().map(|(x, _)| x[i].upscale(a.scale.max(1))));
+            tiles.extend(strip_columns.iter().map(|(_, x0)| x0[i].upscale(a.scale.max(1))));
+        }
+        let strip = petal::export::Image8::tiled(&tiles, strip_columns.len(), a.gap)?;
+        petal::export::save_png(path, &strip, 1, None)?;
+        eprintln!("wrote {} ({} steps shown)", path.display(), strip_columns.len());
+    }
     eprintln!(
         "wrote {} ({} image{}, {} steps, {:.2} s)",
         a.out.display(),
