@@ -264,3 +264,25 @@ fn precision_choice_reloads_and_compare_shows_all_three() {
     // The open model is still the INT8 one.
     assert_eq!(h.state().model.as_ref().unwrap().precision, petal::model::Precision::Int8);
 }
+
+/// A lost device (destroyed here as a driver reset would) is an error in the
+/// window naming it; the app goes on, and the next Generate reopens the GPU,
+/// reloads the model and runs.
+#[test]
+fn a_lost_device_is_reported_and_the_next_run_reopens_it() {
+    let mut h = harness(settings(2, 3), Some(fixture("mini")));
+    run_until(&mut h, "the model", 120, |a| a.model.is_some());
+    h.state().send(petal::worker::Command::SimulateDeviceLoss);
+    h.get_by_label("Generate images").click();
+    run_until(&mut h, "the error", 120, |a| !a.errors.is_empty() && !a.generation.running);
+    let e = h.state().errors.join(" | ");
+    assert!(e.contains("lost"), "{e}");
+    h.run_steps(2);
+    h.get_by_label_contains("the GPU device was lost");
+    h.get_by_label("Dismiss").click();
+    h.run_steps(2);
+    h.get_by_label("Generate images").click();
+    run_until(&mut h, "the run on the reopened GPU", 300, |a| !a.generation.running && a.generation.frames.len() == 3);
+    assert!(h.state().errors.is_empty(), "{:?}", h.state().errors);
+    assert_eq!(h.state().model.as_ref().unwrap().name, "mini");
+}

@@ -184,9 +184,10 @@ impl Sampler {
         mapped: &crossbeam_channel::Receiver<Result<(), wgpu::BufferAsyncError>>,
         n: usize,
     ) -> Result<Frame> {
-        gpu.device
-            .poll(wgpu::PollType::Wait { submission_index: Some(submission), timeout: None })
-            .map_err(|e| anyhow::anyhow!("waiting for the GPU: {e}"))?;
+        gpu.check()?;
+        let polled = gpu.device.poll(wgpu::PollType::Wait { submission_index: Some(submission), timeout: None });
+        gpu.check()?;
+        polled.map_err(|e| anyhow::anyhow!("waiting for the GPU: {e}"))?;
         mapped
             .recv()
             .map_err(|_| anyhow::anyhow!("GPU readback was dropped"))?

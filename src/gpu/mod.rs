@@ -11,7 +11,7 @@ pub use arena::{Arena, Dtype, Slot, TensorView, max_tensor_bytes};
 pub use pipelines::{Dispatch, PipelineCache, PipelineKey, grid_1d};
 
 use anyhow::{Context, Result, anyhow};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 
 /// Which shape of kernels runs fastest on the adapter.
 ///
@@ -79,6 +79,17 @@ pub struct Gpu {
     pub pipelines: PipelineCache,
     /// A tiny buffer bound where a kernel's optional input is absent.
     pub dummy: TensorView,
+    /// The first thing that made the device unusable: it was lost (a driver
+    /// reset, a GPU removed, [`Gpu::destroy`]) or an error no scope caught.
+    /// See [`Gpu::check`].
+    broken: Arc<Mutex<Broken>>,
+}
+
+/// What [`Gpu::check`] reports: a loss first (it explains the errors that follow it).
+#[derive(Default)]
+struct Broken {
+    lost: Option<String>,
+    error: Option<String>,
 }
 
 impl Gpu {
@@ -159,7 +170,42 @@ impl Gpu {
             usage: wgpu::BufferUsages::STORAGE,
             mapped_at_creation: false,
         }));
-        Arc::new(Gpu { device, queue, info, limits, features, family, pipelines, dummy })
+        // A lost device or an uncaught error is recorded, not a panic (wgpu's
+        // default for uncaught errors): the next wait or readback returns it
+        // as an error, and the worker reopens the GPU.
+        let broken = Arc::new(Mutex::new(Broken::default()));
+        let b = broken.clone();
+        device.set_device_lost_callback(move |reason, msg| {
+            let text = format!("the GPU device was lost ({reason:?}{})", if msg.is_empty() { String::new() } else { format!(": {msg}") });
+            b.lock().unwrap_or_else(|p| p.into_inner()).lost.get_or_insert(text);
+        });
+        let b = broken.clone();
+        device.on_uncaptured_error(Arc::new(move |e: wgpu::Error| {
+            b.lock().unwrap_or_else(|p| p.into_inner()).error.get_or_insert(format!("GPU error: {e}"));
+        }));
+        Arc::new(Gpu { device, queue, info, limits, features, family, pipelines, dummy, broken })
+    }
+
+    /// Err with what happened when the device was lost or hit an error no
+    /// error scope caught; Ok while it is usable. Waits and readbacks call it.
+    pub fn check(&self) -> Result<()> {
+        let errored = self.broken.lock().unwrap_or_else(|p| p.into_inner()).error.is_some();
+        if errored {
+            // A loss is reported when the device is next polled; an error
+            // caused by it must not hide it.
+            let _ = self.device.poll(wgpu::PollType::Poll);
+        }
+        let b = self.broken.lock().unwrap_or_else(|p| p.into_inner());
+        match b.lost.as_ref().or(b.error.as_ref()) {
+            Some(msg) => Err(anyhow!("{msg}")),
+            None => Ok(()),
+        }
+    }
+
+    /// Destroys the device, as a driver reset would: everything after it
+    /// fails with "the GPU device was lost". For tests of that path.
+    pub fn destroy(&self) {
+        self.device.destroy();
     }
 
     /// Wraps a device someone else opened (eframe's, in the app).
@@ -200,9 +246,10 @@ impl Gpu {
 
     /// Waits until all submitted work is done.
     pub fn wait(&self) -> Result<()> {
-        self.device
-            .poll(wgpu::PollType::wait_indefinitely())
-            .map_err(|e| anyhow!("waiting for the GPU: {e}"))?;
+        self.check()?;
+        let polled = self.device.poll(wgpu::PollType::wait_indefinitely());
+        self.check()?;
+        polled.map_err(|e| anyhow!("waiting for the GPU: {e}"))?;
         Ok(())
     }
 

@@ -62,8 +62,17 @@ pub fn spawn(gpu: GpuOptions, notify: impl Fn() + Send + 'static) -> WorkerHandl
     let thread = std::thread::Builder::new()
         .name("petal-worker".into())
         .spawn(move || {
-            let mut w = Worker { commands: cmd_rx, events: ev_tx, notify: Box::new(notify), gpu: None, model: None, sampler: None };
-            w.run(gpu);
+            let mut w = Worker {
+                commands: cmd_rx,
+                events: ev_tx,
+                notify: Box::new(notify),
+                options: gpu,
+                gpu: None,
+                model: None,
+                sampler: None,
+                last_model: None,
+            };
+            w.run();
         })
         .expect("spawning the worker thread");
     WorkerHandle { commands: cmd_tx, events: ev_rx, thread: Some(thread) }
@@ -89,9 +98,13 @@ struct Worker {
     commands: Receiver<Command>,
     events: Sender<Event>,
     notify: Box<dyn Fn() + Send>,
+    /// How to open the GPU (again, after a lost device).
+    options: GpuOptions,
     gpu: Option<Arc<Gpu>>,
     model: Option<Loaded>,
     sampler: Option<CachedSampler>,
+    /// The model folder and precision loaded last, reloaded after the GPU is reopened.
+    last_model: Option<(std::path::PathBuf, Option<Precision>)>,
 }
 
 /// What a command that arrives mid-run means for the run.
@@ -107,8 +120,8 @@ impl Worker {
         (self.notify)();
     }
 
-    fn run(&mut self, gpu: GpuOptions) {
-        match Gpu::new(&gpu) {
+    fn run(&mut self) {
+        match Gpu::new(&self.options) {
             Ok(g) => {
                 self.send(Event::Adapter(g.describe()));
                 self.gpu = Some(g);
@@ -123,6 +136,12 @@ impl Worker {
                 Command::Compare(req) => (Activity::Comparing, self.compare(&req)),
                 Command::ScanData(dir) => (Activity::ScanningData, self.scan_data(&dir).map(|_| MidRun::Nothing)),
                 Command::StartTraining(req) => (Activity::Training, self.train(&req)),
+                Command::SimulateDeviceLoss => {
+                    if let Some(g) = &self.gpu {
+                        g.destroy();
+                    }
+                    continue;
+                }
                 // Run controls with no run going: nothing to do.
                 Command::Cancel | Command::Pause | Command::Resume | Command::Stop | Command::SampleNow | Command::CheckpointNow => {
                     continue;
@@ -131,16 +150,43 @@ impl Worker {
             match result {
                 Ok(MidRun::Shutdown) => return,
                 Ok(_) => {}
-                Err(e) => self.send(Event::Failed { activity, message: format!("{e:#}") }),
+                Err(e) => {
+                    let mut message = format!("{e:#}");
+                    if let Some(Err(lost)) = self.gpu.as_ref().map(|g| g.check()) {
+                        // Everything on the old device is gone: drop it, reopen
+                        // at the next command and reload the model then. The
+                        // error it surfaced as (a failed binding, a failed
+                        // wait) says less than the loss itself.
+                        self.sampler = None;
+                        self.model = None;
+                        self.gpu = None;
+                        message = format!(
+                            "{lost} while {}; Petal reopens the GPU and reloads the model for the next command (checkpoints already written are on disk)",
+                            activity.describe()
+                        );
+                    }
+                    self.send(Event::Failed { activity, message });
+                }
             }
         }
     }
 
-    fn gpu(&self) -> Result<Arc<Gpu>> {
-        match &self.gpu {
-            Some(g) => Ok(g.clone()),
-            None => bail!("no GPU is open (see the first error); restart Petal once a Vulkan, Metal or DX12 driver is installed"),
+    /// The open GPU; after a lost device, a newly opened one (with the
+    /// model that was loaded loaded again).
+    fn gpu(&mut self) -> Result<Arc<Gpu>> {
+        if let Some(g) = &self.gpu {
+            return Ok(g.clone());
         }
+        let g = Gpu::new(&self.options)
+            .context("no GPU could be opened; restart Petal once a Vulkan, Metal or DX12 driver is installed")?;
+        self.send(Event::Adapter(g.describe()));
+        self.gpu = Some(g.clone());
+        if self.model.is_none()
+            && let Some((dir, precision)) = self.last_model.clone()
+        {
+            self.load_model(&dir, precision)?;
+        }
+        Ok(g)
     }
 
     fn load_model(&mut self, dir: &Path, precision: Option<Precision>) -> Result<()> {
@@ -171,6 +217,7 @@ impl Worker {
             num_train_timesteps: m.scheduler.num_train_timesteps,
         };
         self.model = Some(Loaded { unet: m.unet, scheduler: m.scheduler, dir: dir.to_path_buf() });
+        self.last_model = Some((dir.to_path_buf(), precision));
         self.send(Event::ModelLoaded(info));
         Ok(())
     }
@@ -424,5 +471,6 @@ fn command_name(c: &Command) -> &'static str {
         Command::SampleNow => "sample now",
         Command::CheckpointNow => "checkpoint now",
         Command::Shutdown => "shutdown",
+        Command::SimulateDeviceLoss => "simulate a device loss",
     }
 }

@@ -81,6 +81,10 @@ pub enum Command {
     CheckpointNow,
     /// End the thread; a training run is stopped with a checkpoint first.
     Shutdown,
+    /// Destroy the GPU device as a driver reset would (for tests of the
+    /// lost-device path: the next command fails, the one after reopens it).
+    #[doc(hidden)]
+    SimulateDeviceLoss,
 }
 
 /// A model the worker holds, as the window shows it.
@@ -187,4 +191,18 @@ pub enum Activity {
     ScanningData,
     Training,
     Comparing,
+}
+
+impl Activity {
+    /// "generating", "training", ...
+    pub fn describe(self) -> &'static str {
+        match self {
+            Activity::OpeningGpu => "opening the GPU",
+            Activity::LoadingModel => "loading a model",
+            Activity::Generating => "generating",
+            Activity::ScanningData => "scanning a data folder",
+            Activity::Training => "training",
+            Activity::Comparing => "comparing precisions",
+        }
+    }
 }
