@@ -86,6 +86,11 @@ fn expand_includes(shader: &str, src: &str) -> Result<String> {
 }
 
 /// The WGSL for `key`, with its placeholders filled in.
+/// The pipeline key of shader `name` (a file of `shaders/`), rendered by [`render`].
+pub fn key(name: &'static str) -> PipelineKey {
+    PipelineKey::new(name, render)
+}
+
 pub fn render(key: &PipelineKey, features: wgpu::Features) -> Result<String> {
     let src = source(key.shader).ok_or_else(|| anyhow!("no shader named {}", key.shader))?;
     let mut out = src.to_string();
@@ -116,13 +121,13 @@ mod tests {
     #[test]
     fn includes_take_the_snippet_of_the_weight_format() {
         for format in ["f32", "f16", "i8"] {
-            let key = PipelineKey::new("linear_forward").define("WEIGHTS", format);
+            let key = crate::shaders::key("linear_forward").define("WEIGHTS", format);
             let src = render(&key, wgpu::Features::empty()).unwrap();
             assert!(!src.contains("#include"), "{format}: include left in place");
             let marker = if format == "f32" { "alias WWord = f32;" } else { "alias WWord = u32;" };
             assert!(src.contains(marker) && src.contains("fn w_at("), "{format}");
         }
-        let key = PipelineKey::new("linear_forward").define("WEIGHTS", "q4");
+        let key = crate::shaders::key("linear_forward").define("WEIGHTS", "q4");
         let err = render(&key, wgpu::Features::empty()).unwrap_err();
         assert!(err.to_string().contains("no snippet snippets/weights_q4.wgsl"), "{err}");
     }

@@ -60,8 +60,9 @@ pub struct PetalApp {
 
 impl PetalApp {
     /// Starts the worker (its events wake `ctx`) and opens the first model:
-    /// `launch.model`, else the last one used (if it is still there), else
-    /// the bundled flowers ([`crate::model::folder::bundled`]).
+    /// `launch.model`, else the bundled flowers
+    /// ([`crate::model::folder::bundled`]), else the last one used (if it is
+    /// still there), as issue 7 asks.
     pub fn new(ctx: &egui::Context, settings: Settings, launch: Launch) -> PetalApp {
         let repaint = ctx.clone();
         let worker = worker::spawn(launch.gpu.clone(), move || repaint.request_repaint());
@@ -81,7 +82,7 @@ impl PetalApp {
             confirm_close: false,
             close_after_stop: false,
         };
-        let first = launch.model.or_else(|| app.settings.last_model.clone().filter(|p| p.is_dir())).or_else(crate::model::folder::bundled);
+        let first = launch.model.or_else(crate::model::folder::bundled).or_else(|| app.settings.last_model.clone().filter(|p| p.is_dir()));
         if let Some(dir) = first {
             app.open_model(dir);
         }

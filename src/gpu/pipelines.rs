@@ -6,17 +6,39 @@ use anyhow::{Result, anyhow};
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 
-/// A shader file plus the template values that specialise it
-/// (`{{TILE_M}}` in the source becomes the value given for `TILE_M`).
-#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+/// Makes a key's WGSL source for an adapter's features (the kernels' shader
+/// library supplies it: this layer knows no shader or op by name).
+pub type RenderSource = fn(&PipelineKey, wgpu::Features) -> Result<String>;
+
+/// A shader (a name, and how to render its source) plus the template values
+/// that specialise it (`{{TILE_M}}` in the source becomes the value given for
+/// `TILE_M`). Kernels make keys with `crate::shaders::key`. The name and the
+/// values identify the pipeline in the cache (one renderer per shader name).
+#[derive(Clone, Debug)]
 pub struct PipelineKey {
     pub shader: &'static str,
     pub defines: Vec<(&'static str, String)>,
+    pub render: RenderSource,
+}
+
+impl PartialEq for PipelineKey {
+    fn eq(&self, other: &Self) -> bool {
+        self.shader == other.shader && self.defines == other.defines
+    }
+}
+
+impl Eq for PipelineKey {}
+
+impl std::hash::Hash for PipelineKey {
+    fn hash<H: std::hash::Hasher>(&self, h: &mut H) {
+        self.shader.hash(h);
+        self.defines.hash(h);
+    }
 }
 
 impl PipelineKey {
-    pub fn new(shader: &'static str) -> PipelineKey {
-        PipelineKey { shader, defines: Vec::new() }
+    pub fn new(shader: &'static str, render: RenderSource) -> PipelineKey {
+        PipelineKey { shader, defines: Vec::new(), render }
     }
 
     pub fn define(mut self, name: &'static str, value: impl ToString) -> PipelineKey {
@@ -39,7 +61,7 @@ impl PipelineCache {
         if let Some(p) = self.pipelines.lock().unwrap().get(key) {
             return Ok(p.clone());
         }
-        let source = crate::shaders::render(key, self.features)?;
+        let source = (key.render)(key, self.features)?;
         let label = format!("{}{:?}", key.shader, key.defines);
         // Shader compilation errors are bugs in Petal, but report them as
         // errors (with the WGSL) rather than aborting the process.

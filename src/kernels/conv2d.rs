@@ -303,7 +303,7 @@ pub fn conv2d_forward_with(
     match kernel {
         Conv2dKernel::Generic => {
             let tm = 8;
-            let key = PipelineKey::new("conv2d_forward").define("TM", tm).define("WEIGHTS", w.dtype.name());
+            let key = crate::shaders::key("conv2d_forward").define("TM", tm).define("WEIGHTS", w.dtype.name());
             let blocks = s.batch * (ho * wo).div_ceil(4);
             gpu.dispatch(label, &key, &params, &buffers, [blocks.div_ceil(64), s.cout.div_ceil(tm), 1])
         }
@@ -314,7 +314,7 @@ pub fn conv2d_forward_with(
             gpu.dispatch(label, &key, &params, &buffers, [blocks, s.cout.div_ceil(8 * t.tm), 1])
         }
         Conv2dKernel::Tiled => {
-            let key = PipelineKey::new("conv2d_forward_tiled").define("K", s.ksize).define("WEIGHTS", w.dtype.name());
+            let key = crate::shaders::key("conv2d_forward_tiled").define("K", s.ksize).define("WEIGHTS", w.dtype.name());
             let n = s.batch * ho * wo;
             gpu.dispatch(
                 label,
@@ -465,7 +465,7 @@ fn subgroup_key(s: &Conv2dShape, t: &SubgroupTile) -> Result<PipelineKey> {
     }
     let total = setup.len() + rows.len() + decl.len() + load.len() + mac.len() + store.len();
     ensure!(total < 220_000, "block {t:?} generates {total} bytes of WGSL, too many for one shader");
-    Ok(PipelineKey::new("conv2d_forward_subgroup")
+    Ok(crate::shaders::key("conv2d_forward_subgroup")
         .define("TM", t.tm)
         .define("NB", t.nb)
         .define("PH", t.ph)

@@ -14,7 +14,7 @@
 //! shares one operand across the subgroup with `subgroupBroadcast`.
 
 use super::conv2d::Conv2dShape;
-use crate::gpu::{Dispatch, Gpu, KernelFamily, PipelineKey, TensorView, grid_1d};
+use crate::gpu::{Dispatch, Gpu, KernelFamily, TensorView, grid_1d};
 use anyhow::{Result, ensure};
 
 /// Which kernel computes a convolution gradient (both gradients have both).
@@ -225,7 +225,7 @@ pub fn conv2d_backward_input_with(
     let phases = py.phases * px.phases;
     let buffers = [dy, w, dx];
     let key = |shader: &'static str, tm: u32, tn: u32| {
-        PipelineKey::new(shader)
+        crate::shaders::key(shader)
             .define("MODE", py.mode)
             .define("K", s.ksize)
             .define("T", py.taps)
@@ -427,7 +427,7 @@ pub fn conv2d_backward_weight_with(
     let [gx, gy] = l.grid_xy(s);
     let grid = [gx, gy, chunks];
     let key = match l.kernel {
-        Conv2dBackwardKernel::Generic => PipelineKey::new("conv2d_backward_weight")
+        Conv2dBackwardKernel::Generic => crate::shaders::key("conv2d_backward_weight")
             .define("K", s.ksize)
             .define("S", s.stride)
             .define("TM", l.tm)
@@ -435,7 +435,7 @@ pub fn conv2d_backward_weight_with(
         Conv2dBackwardKernel::Subgroup => {
             ensure!(super::subgroups_of_8(gpu), "{label}: the subgroup kernel needs subgroups of 8 lanes");
             ensure!(s.ksize >= s.stride, "{label}: the subgroup kernel needs a kernel at least as large as the stride");
-            PipelineKey::new("conv2d_backward_weight_subgroup")
+            crate::shaders::key("conv2d_backward_weight_subgroup")
                 .define("K", s.ksize)
                 .define("S", s.stride)
                 .define("TM", l.tm)
@@ -497,7 +497,7 @@ pub fn conv2d_backward_bias(
         _pad: 0,
     };
     let t = dtemb.map_or(&gpu.dummy, |t| t.0);
-    gpu.dispatch(label, &PipelineKey::new("conv2d_backward_bias"), &params, &[dy, db, t], [s.cout, 1, 1])
+    gpu.dispatch(label, &crate::shaders::key("conv2d_backward_bias"), &params, &[dy, db, t], [s.cout, 1, 1])
 }
 
 // ---------------------------------------------------------------------------
@@ -534,5 +534,5 @@ pub fn sum_rows(
         "{label}: sum_rows reads outside its source"
     );
     let params = SumRowsParams { rows, n, row_stride, offset, scale, _pad: [0; 3] };
-    gpu.dispatch(label, &PipelineKey::new("sum_rows"), &params, &[src, out], grid_1d(n.div_ceil(256)))
+    gpu.dispatch(label, &crate::shaders::key("sum_rows"), &params, &[src, out], grid_1d(n.div_ceil(256)))
 }

@@ -1,7 +1,7 @@
 //! Small memory-bound kernels: softmax rows and their gradient, channel
 //! slices (concatenation and its gradient), scaled adds.
 
-use crate::gpu::{Dispatch, Gpu, PipelineKey, TensorView, grid_1d};
+use crate::gpu::{Dispatch, Gpu, TensorView, grid_1d};
 use anyhow::{Result, ensure};
 
 #[repr(C)]
@@ -16,7 +16,7 @@ struct SoftmaxParams {
 pub fn softmax_forward(gpu: &Gpu, label: &str, y: &TensorView, x: &TensorView, rows: u32, n: u32) -> Result<Dispatch> {
     ensure!(x.len == (rows * n) as usize && y.len == x.len, "{label}: softmax size");
     let params = SoftmaxParams { rows, n, _pad: [0; 2] };
-    let key = PipelineKey::new("softmax_forward");
+    let key = crate::shaders::key("softmax_forward");
     gpu.dispatch(label, &key, &params, &[x, y], grid_1d(rows.div_ceil(64)))
 }
 
@@ -43,7 +43,7 @@ pub fn softmax_backward(
     let len = (rows * n) as usize;
     ensure!(dx.len == len && dy.len == len && y.len == len, "{label}: softmax gradient size");
     let params = SoftmaxBackwardParams { rows, n, _pad: [0; 2] };
-    let key = PipelineKey::new("softmax_backward");
+    let key = crate::shaders::key("softmax_backward");
     gpu.dispatch(label, &key, &params, &[dy, y, dx], grid_1d(rows.div_ceil(64)))
 }
 
@@ -63,7 +63,7 @@ pub fn scale_add(gpu: &Gpu, label: &str, dst: &TensorView, src: &TensorView, sca
     ensure!(dst.len == src.len, "{label}: scale_add sizes differ ({} and {})", dst.len, src.len);
     let n = dst.len as u32;
     let params = ScaleAddParams { n, accumulate: accumulate as u32, scale, _pad: 0 };
-    let key = PipelineKey::new("scale_add");
+    let key = crate::shaders::key("scale_add");
     gpu.dispatch(label, &key, &params, &[src, dst], grid_1d(n.div_ceil(256)))
 }
 
@@ -120,7 +120,7 @@ pub fn copy_channel_slice(
         dst_offset: d.offset,
         accumulate: accumulate as u32,
     };
-    let key = PipelineKey::new("copy_channels");
+    let key = crate::shaders::key("copy_channels");
     gpu.dispatch(label, &key, &params, &[src, dst], grid_1d((batch * channels * hw).div_ceil(256)))
 }
 

@@ -1,6 +1,6 @@
 //! Group normalisation (torch.nn.GroupNorm) with an optional fused SiLU.
 
-use crate::gpu::{Dispatch, Gpu, PipelineKey, TensorView};
+use crate::gpu::{Dispatch, Gpu, TensorView};
 use anyhow::{Result, ensure};
 
 #[repr(C)]
@@ -42,6 +42,6 @@ pub fn group_norm_forward(
     // The CPU family's variant wants the same 8-lane subgroups as the other
     // subgroup kernels (measured 2-3x faster on lavapipe).
     let subgroup = super::cpu_subgroup_kernels(gpu);
-    let key = PipelineKey::new(if subgroup { "group_norm_forward_subgroup" } else { "group_norm_forward" });
+    let key = crate::shaders::key(if subgroup { "group_norm_forward_subgroup" } else { "group_norm_forward" });
     gpu.dispatch(label, &key, &params, &[x, gamma, beta, y, stats], [batch * groups, 1, 1])
 }

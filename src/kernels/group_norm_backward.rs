@@ -1,7 +1,7 @@
 //! The backward pass of [`group_norm_forward`](super::group_norm_forward).
 
 use super::conv2d_backward::sum_rows;
-use crate::gpu::{Dispatch, Gpu, PipelineKey, TensorView, grid_1d};
+use crate::gpu::{Dispatch, Gpu, TensorView, grid_1d};
 use anyhow::{Result, ensure};
 
 #[repr(C)]
@@ -63,7 +63,7 @@ pub fn group_norm_backward(
     let params = Params { batch, channels, hw, groups, silu: silu as u32, accumulate: accumulate as u32, _pad: [0; 2] };
     // A workgroup holds whole groups: about 64 (image, channel) pairs.
     let wg = cpg * (64 / cpg).max(1);
-    let key = PipelineKey::new("group_norm_backward").define("WG", wg);
+    let key = crate::shaders::key("group_norm_backward").define("WG", wg);
     let main = gpu.dispatch(
         label,
         &key,

@@ -1,6 +1,6 @@
 //! Fully connected layers (the time-embedding MLP and time_emb_proj).
 
-use crate::gpu::{Dispatch, Dtype, Gpu, PipelineKey, TensorView, grid_1d};
+use crate::gpu::{Dispatch, Dtype, Gpu, TensorView, grid_1d};
 use anyhow::{Result, ensure};
 
 #[repr(C)]
@@ -36,7 +36,7 @@ pub fn linear_forward(
         ensure!(rows == out_features, "{label}: int8 weight has {rows} scales for {out_features} outputs");
     }
     let params = Params { batch, in_features, out_features, silu_input: silu_input as u32 };
-    let key = PipelineKey::new("linear_forward").define("WEIGHTS", w.dtype.name());
+    let key = crate::shaders::key("linear_forward").define("WEIGHTS", w.dtype.name());
     gpu.dispatch(label, &key, &params, &[x, w, bias, y], [out_features.div_ceil(64), batch, 1])
 }
 
@@ -82,12 +82,12 @@ pub fn linear_backward(
     let mut v = vec![if subgroup {
         // 32 outputs x 8 x 4 inputs per subgroup of 8 lanes.
         let (to8, ti) = (4, 4);
-        let key = PipelineKey::new("linear_backward_weight_subgroup").define("TO8", to8).define("TI", ti);
+        let key = crate::shaders::key("linear_backward_weight_subgroup").define("TO8", to8).define("TI", ti);
         let blocks = in_features.div_ceil(8 * ti) * out_features.div_ceil(8 * to8);
         gpu.dispatch(label, &key, &params, &[dy, x, dw, db], grid_1d(blocks))?
     } else {
         let blocks = in_features.div_ceil(8) * out_features.div_ceil(16);
-        let key = PipelineKey::new("linear_backward_weight");
+        let key = crate::shaders::key("linear_backward_weight");
         gpu.dispatch(label, &key, &params, &[dy, x, dw, db], grid_1d(blocks.div_ceil(64)))?
     }];
     if let Some(dx) = dx {
@@ -106,11 +106,11 @@ pub fn linear_backward(
             // feeds one sum per image.
             let tb = [4, 8, 16].into_iter().find(|&t| t >= batch).unwrap_or(16);
             let ti = 4;
-            let key = PipelineKey::new("linear_backward_input_subgroup").define("TB", tb).define("TI", ti);
+            let key = crate::shaders::key("linear_backward_input_subgroup").define("TB", tb).define("TI", ti);
             gpu.dispatch(label, &key, &params, &buffers, [in_features.div_ceil(8 * ti), batch.div_ceil(tb), 1])?
         } else {
             let blocks = in_features.div_ceil(8) * batch.div_ceil(4);
-            let key = PipelineKey::new("linear_backward_input");
+            let key = crate::shaders::key("linear_backward_input");
             gpu.dispatch(label, &key, &params, &buffers, grid_1d(blocks.div_ceil(64)))?
         });
     }

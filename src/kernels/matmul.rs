@@ -1,7 +1,7 @@
 //! Batched, strided matrix products: attention scores and outputs, and later
 //! their gradients. Any transpose is a choice of strides.
 
-use crate::gpu::{Dispatch, Gpu, PipelineKey, TensorView};
+use crate::gpu::{Dispatch, Gpu, TensorView};
 use anyhow::{Result, ensure};
 
 /// Where a matrix of a batch lives: element (r, c) of batch z = outer *
@@ -140,10 +140,10 @@ pub fn matmul_with(
         _pad: [0; 2],
     };
     let (key, grid) = match kernel {
-        MatmulKernel::Generic => (PipelineKey::new("matmul"), [d.n.div_ceil(32), d.m.div_ceil(32), d.outer * d.inner]),
+        MatmulKernel::Generic => (crate::shaders::key("matmul"), [d.n.div_ceil(32), d.m.div_ceil(32), d.outer * d.inner]),
         MatmulKernel::Subgroup { tm, tn } => {
             ensure!(tm > 0 && tn > 0, "{label}: empty matmul block");
-            let key = PipelineKey::new("matmul_subgroup").define("TM", tm).define("TN", tn);
+            let key = crate::shaders::key("matmul_subgroup").define("TM", tm).define("TN", tn);
             (key, [d.n.div_ceil(8 * tn), d.m.div_ceil(tm), d.outer * d.inner])
         }
     };

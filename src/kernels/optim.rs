@@ -1,7 +1,7 @@
 //! The loss, the global gradient norm and clipping, AdamW and the EMA of the
 //! weights: the kernels of a training step after the backward pass.
 
-use crate::gpu::{Dispatch, Gpu, PipelineKey, TensorView, grid_1d};
+use crate::gpu::{Dispatch, Gpu, TensorView, grid_1d};
 use anyhow::{Result, ensure};
 
 const WG: u32 = 256;
@@ -28,7 +28,7 @@ pub fn mse_loss(gpu: &Gpu, dout: &TensorView, partials: &TensorView, out: &Tenso
     ensure!(target.len == n && dout.len == n, "mse_loss: sizes differ");
     ensure!(partials.len >= mse_loss_partials(n), "mse_loss: too few partials");
     let params = NParams { n: n as u32, offset: 0, _pad: [0; 2] };
-    gpu.dispatch("mse_loss", &PipelineKey::new("mse_loss"), &params, &[out, target, dout, partials], grid_1d(mse_loss_partials(n) as u32))
+    gpu.dispatch("mse_loss", &crate::shaders::key("mse_loss"), &params, &[out, target, dout, partials], grid_1d(mse_loss_partials(n) as u32))
 }
 
 /// Partial sums of squares of x: one per SUM_SQUARES_CHUNK values.
@@ -41,7 +41,7 @@ pub fn sum_squares(gpu: &Gpu, partials: &TensorView, offset: usize, x: &TensorVi
     let groups = sum_squares_partials(x.len);
     ensure!(offset + groups <= partials.len, "sum_squares: too few partials");
     let params = NParams { n: x.len as u32, offset: offset as u32, _pad: [0; 2] };
-    gpu.dispatch("sum_squares", &PipelineKey::new("sum_squares"), &params, &[x, partials], grid_1d(groups as u32))
+    gpu.dispatch("sum_squares", &crate::shaders::key("sum_squares"), &params, &[x, partials], grid_1d(groups as u32))
 }
 
 #[repr(C)]
@@ -57,7 +57,7 @@ struct ReduceParams {
 pub fn reduce_mean(gpu: &Gpu, out: &TensorView, partials: &TensorView, n: usize, divisor: f32) -> Result<Dispatch> {
     ensure!(partials.len >= n && out.len >= 1, "reduce_mean: sizes");
     let params = ReduceParams { n: n as u32, mode: 0, divisor, max_norm: 0.0 };
-    gpu.dispatch("reduce_mean", &PipelineKey::new("reduce_sum"), &params, &[partials, out], [1, 1, 1])
+    gpu.dispatch("reduce_mean", &crate::shaders::key("reduce_sum"), &params, &[partials, out], [1, 1, 1])
 }
 
 /// out[0] (=) = sqrt(sum(partials)), the gradient norm; out[1] (=) = the
@@ -65,7 +65,7 @@ pub fn reduce_mean(gpu: &Gpu, out: &TensorView, partials: &TensorView, n: usize,
 pub fn grad_norm_clip(gpu: &Gpu, out: &TensorView, partials: &TensorView, n: usize, max_norm: f32) -> Result<Dispatch> {
     ensure!(partials.len >= n && out.len >= 2, "grad_norm_clip: sizes");
     let params = ReduceParams { n: n as u32, mode: 1, divisor: 1.0, max_norm };
-    gpu.dispatch("grad_norm_clip", &PipelineKey::new("reduce_sum"), &params, &[partials, out], [1, 1, 1])
+    gpu.dispatch("grad_norm_clip", &crate::shaders::key("reduce_sum"), &params, &[partials, out], [1, 1, 1])
 }
 
 /// Sets the clipping threshold of a recorded [`grad_norm_clip`].
@@ -125,7 +125,7 @@ pub fn adamw(gpu: &Gpu, param: &TensorView, m: &TensorView, v: &TensorView, grad
     let n = param.len;
     ensure!(m.len == n && v.len == n && grad.len == n, "adamw: sizes differ");
     let params = AdamWParams { n: n as u32, ..Default::default() };
-    gpu.dispatch("adamw", &PipelineKey::new("adamw"), &params, &[grad, clip, param, m, v], grid_1d((n as u32).div_ceil(WG)))
+    gpu.dispatch("adamw", &crate::shaders::key("adamw"), &params, &[grad, clip, param, m, v], grid_1d((n as u32).div_ceil(WG)))
 }
 
 #[repr(C)]
@@ -141,7 +141,7 @@ pub fn ema(gpu: &Gpu, ema: &TensorView, param: &TensorView) -> Result<Dispatch> 
     let n = param.len;
     ensure!(ema.len == n, "ema: sizes differ");
     let params = EmaParams { n: n as u32, ..Default::default() };
-    gpu.dispatch("ema", &PipelineKey::new("ema"), &params, &[param, ema], grid_1d((n as u32).div_ceil(WG)))
+    gpu.dispatch("ema", &crate::shaders::key("ema"), &params, &[param, ema], grid_1d((n as u32).div_ceil(WG)))
 }
 
 /// Rewrites a recorded dispatch's parameter block for the next submission.

@@ -1,6 +1,6 @@
 //! The DDPM and DDIM update of a whole batch, on the GPU.
 
-use crate::gpu::{Dispatch, Gpu, PipelineKey, TensorView, grid_1d};
+use crate::gpu::{Dispatch, Gpu, TensorView, grid_1d};
 use anyhow::{Result, ensure};
 
 /// The per-step scalars of DDPMScheduler.step (or DDIMScheduler.step),
@@ -95,7 +95,7 @@ pub fn ddpm_step_batched(
         step: DdpmStepParams { n: n as u32, ..Default::default() },
         layout: DdpmLayout { per_image: (n / batch as usize) as u32, learned: learned as u32, _pad: [0; 2] },
     };
-    let key = PipelineKey::new("ddpm_step");
+    let key = crate::shaders::key("ddpm_step");
     gpu.dispatch("ddpm_step", &key, &uniform, &[model_output, noise, x, pred_x0], grid_1d((n as u32).div_ceil(256)))
 }
 
