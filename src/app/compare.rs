@@ -69,7 +69,7 @@ pub fn window(app: &mut PetalApp, ctx: &egui::Context) {
     }
     let mut open = true;
     let mut cancel = false;
-    let zoom = app.settings.generate.zoom.clamp(1, 4) as f32;
+    let zoom = app.settings.generate.zoom.clamp(1, 2) as f32;
     egui::Window::new("Compare precisions").open(&mut open).resizable(true).default_pos([360.0, 60.0]).default_width(880.0).show(ctx, |ui| {
         let c = &app.comparison;
         if let Some(r) = &c.request {
