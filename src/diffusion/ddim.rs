@@ -102,23 +102,12 @@ impl DdimScheduler {
     pub fn step_params(&self, t: u32) -> DdpmStepParams {
         let alpha_prod_t = self.alphas_cumprod[t as usize];
         let alpha_prod_t_prev = self.alpha_prod_prev(t);
-        let beta_prod_t = 1.0 - alpha_prod_t;
         let std_dev_t = self.noise_std(t);
         DdpmStepParams {
-            n: 0,
-            prediction: self.config.prediction_code(),
-            clip: self.config.clip_sample as u32,
-            _pad0: 0,
-            sqrt_alpha_prod: alpha_prod_t.sqrt(),
-            sqrt_beta_prod: beta_prod_t.sqrt(),
             c_x0: alpha_prod_t_prev.sqrt(),
-            c_xt: 0.0,
             sigma: if self.eta > 0.0 { std_dev_t } else { 0.0 },
-            clip_range: self.config.clip_sample_range,
             c_eps: (1.0 - alpha_prod_t_prev - std_dev_t * std_dev_t).sqrt(),
-            _pad1: [0.0; 3],
-            min_log: 0.0,
-            max_log: 0.0,
+            ..super::scheduler::base_step_params(&self.config, alpha_prod_t)
         }
     }
 

@@ -7,6 +7,29 @@ use crate::kernels::DdpmStepParams;
 use crate::model::SchedulerConfig;
 use anyhow::{Result, bail};
 
+/// What every scheduler's step kernel parameters share: the prediction type,
+/// clipping, and sqrt(alpha_prod_t), sqrt(1 - alpha_prod_t) (the
+/// pred_original_sample formula of step 2 of DDPMScheduler.step and
+/// DDIMScheduler.step); the step's own coefficients are left 0.
+pub(super) fn base_step_params(config: &SchedulerConfig, alpha_prod_t: f32) -> DdpmStepParams {
+    DdpmStepParams {
+        n: 0,
+        prediction: config.prediction_code(),
+        clip: config.clip_sample as u32,
+        _pad0: 0,
+        sqrt_alpha_prod: alpha_prod_t.sqrt(),
+        sqrt_beta_prod: (1.0 - alpha_prod_t).sqrt(),
+        c_x0: 0.0,
+        c_xt: 0.0,
+        sigma: 0.0,
+        clip_range: config.clip_sample_range,
+        min_log: 0.0,
+        max_log: 0.0,
+        c_eps: 0.0,
+        _pad1: [0.0; 3],
+    }
+}
+
 #[derive(Clone, Debug)]
 pub struct DdpmScheduler {
     pub config: SchedulerConfig,
@@ -176,20 +199,12 @@ impl DdpmScheduler {
         let current_beta_t = 1.0 - current_alpha_t;
         let (min_log, max_log) = if self.learned_variance() { self.log_variance_range(t) } else { (0.0, 0.0) };
         DdpmStepParams {
-            n: 0,
-            prediction: self.config.prediction_code(),
-            clip: self.config.clip_sample as u32,
-            _pad0: 0,
-            sqrt_alpha_prod: alpha_prod_t.sqrt(),
-            sqrt_beta_prod: beta_prod_t.sqrt(),
             c_x0: alpha_prod_t_prev.sqrt() * current_beta_t / beta_prod_t,
             c_xt: current_alpha_t.sqrt() * beta_prod_t_prev / beta_prod_t,
             sigma: self.noise_std(t),
-            clip_range: self.config.clip_sample_range,
             min_log,
             max_log,
-            c_eps: 0.0,
-            _pad1: [0.0; 3],
+            ..base_step_params(&self.config, alpha_prod_t)
         }
     }
 
