@@ -1,5 +1,5 @@
 #!/usr/bin/env python3
-"""Time diffusers' UNet2DModel + DDPMScheduler on PyTorch (CPU) -- a baseline for petal.
+"""Time diffusers' UNet2DModel + DDPMScheduler on PyTorch (CPU, or CUDA with --device cuda) -- a baseline for petal.
 
 This is a measurement script, not a test. It prints one JSON document to stdout (progress
 goes to stderr) and optionally writes it to --out FILE.
@@ -115,11 +115,22 @@ def image_shape(unet, batch):
     return (batch, unet.config.in_channels, *size)
 
 
+DEVICE = torch.device("cpu")
+
+
+def sync():
+    """Waits for the device's queued work (CUDA launches are asynchronous)."""
+    if DEVICE.type == "cuda":
+        torch.cuda.synchronize()
+
+
 def timed(fn, repeats):
     times = []
     for _ in range(repeats):
+        sync()
         t0 = time.perf_counter()
         fn()
+        sync()
         times.append(time.perf_counter() - t0)
     return {"median_s": statistics.median(times), "min_s": min(times), "times_s": times}
 
@@ -139,8 +150,8 @@ def maxrss_mib():
 
 def bench_forward(unet, batch, repeats):
     unet.eval()
-    x = torch.randn(image_shape(unet, batch), generator=torch.Generator().manual_seed(1))
-    t = torch.randint(0, 1000, (batch,), generator=torch.Generator().manual_seed(2))
+    x = torch.randn(image_shape(unet, batch), generator=torch.Generator().manual_seed(1)).to(DEVICE)
+    t = torch.randint(0, 1000, (batch,), generator=torch.Generator().manual_seed(2)).to(DEVICE)
 
     def run():
         with torch.no_grad():
@@ -157,7 +168,7 @@ def bench_sample(unet, scheduler, batch, steps, repeats):
     pipe = DDPMPipeline(unet=unet, scheduler=scheduler)
     pipe.set_progress_bar_config(disable=True)
     with torch.no_grad():  # warm-up: one UNet forward at this batch size
-        unet(torch.randn(image_shape(unet, batch)), torch.tensor(999))
+        unet(torch.randn(image_shape(unet, batch), device=DEVICE), torch.tensor(999, device=DEVICE))
 
     def run():
         pipe(batch_size=batch, num_inference_steps=steps, output_type="pt",
@@ -172,15 +183,20 @@ def bench_sample(unet, scheduler, batch, steps, repeats):
 def train_child(args):
     """Runs in a fresh process: one batch size, prints one JSON line."""
     torch.set_num_threads(args.threads)
+    global DEVICE
+    DEVICE = torch.device(args.device)
+    torch.backends.cuda.matmul.allow_tf32 = False
+    torch.backends.cudnn.allow_tf32 = False
     _, _, unet, scheduler = build(args)
+    unet.to(DEVICE)
     batch = args._train_child
     unet.train()
     opt = torch.optim.AdamW(unet.parameters(), lr=1e-4, betas=(0.9, 0.999), eps=1e-8,
                             weight_decay=1e-2)
     g = torch.Generator().manual_seed(4)
-    x0 = torch.rand(image_shape(unet, batch), generator=g) * 2 - 1
-    noise = torch.randn(x0.shape, generator=g)
-    timesteps = torch.randint(0, scheduler.config.num_train_timesteps, (batch,), generator=g)
+    x0 = (torch.rand(image_shape(unet, batch), generator=g) * 2 - 1).to(DEVICE)
+    noise = torch.randn(x0.shape, generator=g).to(DEVICE)
+    timesteps = torch.randint(0, scheduler.config.num_train_timesteps, (batch,), generator=g).to(DEVICE)
 
     def step():
         noisy = scheduler.add_noise(x0, noise, timesteps)
@@ -190,19 +206,24 @@ def train_child(args):
         opt.step()
 
     baseline_rss, baseline_peak = rss_mib(), maxrss_mib()
+    if DEVICE.type == "cuda":
+        baseline_cuda = torch.cuda.memory_allocated() / MIB
+        torch.cuda.reset_peak_memory_stats()
     step()  # warm-up (also allocates AdamW's state)
     r = timed(step, args.repeats)
     peak = maxrss_mib()
     r.update(batch=batch, images_per_s=batch / r["median_s"],
              peak_rss_increase_mib=peak - baseline_peak, peak_rss_mib=peak,
              baseline_rss_mib=baseline_rss)
+    if DEVICE.type == "cuda":
+        r.update(cuda_peak_allocated_increase_mib=torch.cuda.max_memory_allocated() / MIB - baseline_cuda)
     print(json.dumps(r))
 
 
 def bench_train(args, batch):
     cmd = [sys.executable, os.path.abspath(__file__), "--_train-child", str(batch),
            "--threads", str(args.threads), "--repeats", str(args.repeats),
-           "--seed", str(args.seed)]
+           "--seed", str(args.seed), "--device", args.device]
     cmd += ["--config", args.config] if args.config else ["--preset", args.preset]
     if args.scheduler_config:
         cmd += ["--scheduler-config", args.scheduler_config]
@@ -245,6 +266,7 @@ def main():
     ap.add_argument("--threads", type=int, default=len(os.sched_getaffinity(0)),
                     help="torch.set_num_threads (default: all usable cores)")
     ap.add_argument("--seed", type=int, default=0, help="weight init seed")
+    ap.add_argument("--device", default="cpu", help="torch device: cpu (default) or cuda (fp32, eager)")
     ap.add_argument("--out", help="also write the JSON here")
     ap.add_argument("--_train-child", type=int, help=argparse.SUPPRESS)
     args = ap.parse_args()
@@ -259,6 +281,12 @@ def main():
         ap.error(f"unknown measurement(s) in --only: {', '.join(sorted(unknown))}")
 
     torch.set_num_threads(args.threads)
+    global DEVICE
+    DEVICE = torch.device(args.device)
+    if DEVICE.type == "cuda":
+        # fp32 means fp32: no TF32 tensor-core shortcuts in matmuls or convolutions.
+        torch.backends.cuda.matmul.allow_tf32 = False
+        torch.backends.cudnn.allow_tf32 = False
     diffusers.utils.logging.disable_progress_bar()
     load = os.getloadavg()
     if load[0] > 0.5:
@@ -267,13 +295,15 @@ def main():
         log(f"WARNING: load average {load[0]:.2f} before starting; timings will be unreliable "
             f"unless the machine is otherwise idle (or use --threads 1)")
     name, cfg, unet, scheduler = build(args)
+    unet.to(DEVICE)
     n_params = sum(p.numel() for p in unet.parameters())
     log(f"{name}: {n_params / 1e6:.2f} M parameters, {args.threads} threads, "
         f"torch {torch.__version__}, diffusers {diffusers.__version__}")
 
     result = {
         "tool": "tools/bench/bench_torch.py",
-        "backend": "pytorch-cpu",
+        "backend": f"pytorch-{DEVICE.type}",
+        "cuda_device": torch.cuda.get_device_name() if DEVICE.type == "cuda" else None,
         "torch_version": torch.__version__,
         "diffusers_version": diffusers.__version__,
         "python_version": platform.python_version(),

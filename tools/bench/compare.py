@@ -3,7 +3,8 @@
 
 Runs `petal bench` (the adapter Petal picks: lavapipe on a machine without a GPU)
 and tools/bench/bench_torch.py (PyTorch on the CPU) one after the other with the
-same architecture and batch sizes, then prints a table of seconds and the ratio
+same architecture and batch sizes (--kernels gpu and --torch-device cuda on a
+machine with an NVIDIA GPU: tools/bench/gpu.sh), then prints a table of seconds and the ratio
 Petal / PyTorch (below 1: Petal is faster). A measurement, not a test.
 
   cargo build --release
@@ -57,19 +58,23 @@ def main():
     ap.add_argument("--repeats", type=int, default=3)
     ap.add_argument("--sample-repeats", type=int, default=2, help="timed runs of each sampling loop")
     ap.add_argument("--out", help="write both JSON results and the table here (a folder)")
+    ap.add_argument("--kernels", default="auto", help="petal's kernel family: auto, cpu or gpu")
+    ap.add_argument("--torch-device", default="cpu", help="PyTorch's device: cpu or cuda (fp32, eager)")
+    ap.add_argument("--profile", action="store_true", help="petal bench --profile: seconds per op kind too")
     a = ap.parse_args()
 
     only = [m for m, b in (("forward", a.forward_batches), ("sample", a.sample_batches), ("train", a.train_batches)) if b]
     petal_cmd = [a.petal, "bench", "--config", a.config, "--forward-batches", a.forward_batches,
                  "--sample-batches", a.sample_batches, "--train-batches", a.train_batches,
-                 "--steps", str(a.steps), "--repeats", str(a.repeats), "--sample-repeats", str(a.sample_repeats)]
+                 "--steps", str(a.steps), "--repeats", str(a.repeats), "--sample-repeats", str(a.sample_repeats),
+                 "--kernels", a.kernels] + (["--profile"] if a.profile else [])
     print("$ " + " ".join(petal_cmd), file=sys.stderr)
     petal = json.loads(subprocess.run(petal_cmd, check=True, stdout=subprocess.PIPE).stdout)
 
     torch_cmd = [sys.executable, os.path.join(HERE, "bench_torch.py"), "--only", ",".join(only),
                  "--forward-batches", a.forward_batches or "1", "--sample-batches", a.sample_batches or "1",
                  "--train-batches", a.train_batches or "1", "--steps", str(a.steps), "--repeats", str(a.repeats),
-                 "--sample-repeats", str(a.sample_repeats)]
+                 "--sample-repeats", str(a.sample_repeats), "--device", a.torch_device]
     cfg = petal_config_json(a.config)
     if cfg:
         torch_cmd += ["--config", cfg]
@@ -87,13 +92,17 @@ def main():
             label = {"forward": "UNet forward", "sample": f"{a.steps}-step sample", "train": "training step"}[kind]
             extra = ""
             if kind == "train":
-                extra = f" | Petal GPU memory {petal.get(f'train_b{b}_gpu_mib', 0):.0f} MiB, PyTorch peak RSS +{r.get('peak_rss_increase_mib', 0):.0f} MiB"
+                extra = f" | Petal GPU memory {petal.get(f'train_b{b}_gpu_mib', 0):.0f} MiB, PyTorch peak " + (
+                    f"CUDA memory +{r['cuda_peak_allocated_increase_mib']:.0f} MiB" if "cuda_peak_allocated_increase_mib" in r
+                    else f"RSS +{r.get('peak_rss_increase_mib', 0):.0f} MiB")
             rows.append(f"| {label} | {b} | {p:.3f} | {t:.3f} | {p / t:.2f}{extra} |")
     table = "\n".join([
         f"Architecture {a.config} ({petal['parameters'] / 1e6:.1f}M parameters, "
         f"{petal['gflop_per_image_forward']:.2f} GFLOP per image forward)",
         f"Petal on: {petal['adapter']}",
-        f"PyTorch {torch.get('torch_version', '?')} on {torch.get('cpu_count', '?')} CPU threads",
+        (f"PyTorch {torch.get('torch_version', '?')} on {torch.get('cuda_device')} (CUDA, fp32, eager, TF32 off)"
+         if torch.get("cuda_device") else
+         f"PyTorch {torch.get('torch_version', '?')} on {torch.get('threads', '?')} CPU threads"),
         "",
         "| what | batch | Petal s | PyTorch s | Petal / PyTorch |",
         "| --- | --- | --- | --- | --- |",

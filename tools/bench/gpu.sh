@@ -1,0 +1,80 @@
+#!/bin/bash
+# Petal against diffusers on PyTorch CUDA (fp32, eager, TF32 off) on a machine
+# with an NVIDIA GPU, in one run: a few minutes of a lent GPU measure it all.
+# A measurement, not a test.
+#
+#   tools/bench/gpu.sh [OUT_DIR]          (default: $OUT, else target/bench-gpu)
+#
+# What it needs, and where it takes it from (nothing is downloaded):
+# - Vulkan's loader: the system's, else the .deb files in .gl/ unpacked into /
+#   (fetch them once on a machine with apt: see ../.library/device/README.md;
+#   libvulkan1 is the one that matters);
+# - the NVIDIA Vulkan driver: the system's ICD, else /usr/local/nvidia's;
+# - diffusers: installed, else the wheels in .whl/ (diffusers, importlib_metadata);
+# - petal: $PETAL, else a fresh `cargo build --release` where cargo exists,
+#   else .devbin/petal (a stripped release binary carried from the build machine).
+#
+# For each architecture (cifar10-32, then small) it runs tools/bench/compare.py
+# with `--kernels gpu --torch-device cuda --profile`: Petal's forward pass at
+# batch 1, 16 and 64, the 50-step sample at batch 1 and 16 and the training step
+# at batch 16 and 64 against the same in PyTorch, as a table of seconds and
+# ratios (Petal / PyTorch), plus Petal's seconds per op kind. Writes into
+# OUT_DIR: <config>/{petal.json,torch.json,table.md}, machine.txt and log.txt.
+# Each architecture gets at most LIMIT_S seconds (default 300). A smoke test
+# on any machine: CONFIGS=tiny FORWARD=1 SAMPLE=1 TRAIN=2 STEPS=2 TORCH_DEVICE=cpu.
+set -uo pipefail
+cd "$(dirname "$0")/../.."
+OUT_DIR=${1:-${OUT:-target/bench-gpu}}
+mkdir -p "$OUT_DIR"
+exec > >(tee "$OUT_DIR/log.txt") 2>&1
+
+if ! ldconfig -p | grep -q 'libvulkan.so.1'; then
+  if compgen -G ".gl/*.deb" > /dev/null; then
+    echo "no Vulkan loader on this machine: unpacking .gl/*.deb"
+    for f in .gl/*.deb; do dpkg -x "$f" /; done
+    ldconfig
+  else
+    echo "no Vulkan loader (libvulkan.so.1) and no .gl/*.deb to unpack" >&2
+    exit 1
+  fi
+fi
+if [ -z "${VK_DRIVER_FILES:-}" ] && [ -e /usr/local/nvidia/share/vulkan/icd.d/nvidia_icd.json ] \
+   && ! ls /usr/share/vulkan/icd.d/nvidia_icd.json /etc/vulkan/icd.d/nvidia_icd.json > /dev/null 2>&1; then
+  export VK_DRIVER_FILES=/usr/local/nvidia/share/vulkan/icd.d/nvidia_icd.json
+fi
+
+if ! python3 -c 'import diffusers' 2> /dev/null; then
+  echo "diffusers is not installed: installing the wheels in .whl/"
+  python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade \
+    --target /tmp/petal-site .whl/*.whl || exit 1
+  export PYTHONPATH=/tmp/petal-site${PYTHONPATH:+:$PYTHONPATH}
+fi
+
+if [ -n "${PETAL:-}" ]; then
+  :
+elif command -v cargo > /dev/null; then
+  cargo build --release --locked --quiet || exit 1
+  PETAL=target/release/petal
+else
+  PETAL=.devbin/petal
+fi
+[ -x "$PETAL" ] || { echo "no petal binary at $PETAL" >&2; exit 1; }
+
+{
+  date -u
+  nvidia-smi --query-gpu=name,driver_version,memory.total,clocks.max.sm --format=csv 2> /dev/null
+  python3 -c 'import torch, diffusers; print("torch", torch.__version__, "cuda", torch.version.cuda, "diffusers", diffusers.__version__)'
+  echo "load average: $(cut -d' ' -f1-3 /proc/loadavg)"
+  "$PETAL" bench --kernels gpu --config tiny --forward-batches 1 --sample-batches '' --repeats 1 2>&1 \
+    | grep -m1 -i 'adapter' || true
+} | tee "$OUT_DIR/machine.txt"
+
+status=0
+for config in ${CONFIGS:-cifar10-32 small}; do
+  timeout "${LIMIT_S:-300}" python3 tools/bench/compare.py --petal "$PETAL" --config "$config" \
+    --kernels gpu --torch-device "${TORCH_DEVICE:-cuda}" --profile \
+    --forward-batches "${FORWARD:-1,16,64}" --sample-batches "${SAMPLE:-1,16}" --train-batches "${TRAIN:-16,64}" \
+    --steps "${STEPS:-50}" --repeats 5 --sample-repeats 2 --out "$OUT_DIR/$config" || status=1
+done
+echo "load average after: $(cut -d' ' -f1-3 /proc/loadavg)"
+exit $status
