@@ -30,12 +30,12 @@ const TM: u32 = {{TM}}u;
 // #include "snippets/weights_{{WEIGHTS}}.wgsl"
 
 @group(0) @binding(0) var<uniform> p: Params;
-@group(0) @binding(1) var<storage, read> x: array<f32>;
+@group(0) @binding(1) var<storage, read> x: array<{{X_T}}>;
 @group(0) @binding(2) var<storage, read> wt: array<WWord>;
 @group(0) @binding(3) var<storage, read> bias: array<f32>;
 @group(0) @binding(4) var<storage, read> temb: array<f32>;
-@group(0) @binding(5) var<storage, read> residual: array<f32>;
-@group(0) @binding(6) var<storage, read_write> y: array<f32>;
+@group(0) @binding(5) var<storage, read> residual: array<{{R_T}}>;
+@group(0) @binding(6) var<storage, read_write> y: array<{{Y_T}}>;
 
 @compute @workgroup_size(64)
 fn main(@builtin(global_invocation_id) gid: vec3<u32>) {
@@ -81,7 +81,7 @@ fn main(@builtin(global_invocation_id) gid: vec3<u32>) {
                     let sy = u32(max(iy, 0)) >> up;
                     let sx = u32(max(ix, 0)) >> up;
                     let idx = xbase + min(sy, p.h - 1u) * p.w + min(sx, p.w - 1u);
-                    xv[j] = select(0.0, x[idx], inside);
+                    xv[j] = select(0.0, f32(x[idx]), inside);
                 }
                 let k = ci * kk + ky * p.ksize + kx;
                 for (var t = 0u; t < TM; t++) {
@@ -112,11 +112,11 @@ fn main(@builtin(global_invocation_id) gid: vec3<u32>) {
             let o = (b * p.cout + co) * hw + p0 + j;
             var v = acc[t][j] * scale + add;
             if ((p.flags & HAS_RESIDUAL) != 0u) {
-                v = (v + residual[o]) / p.out_div;
+                v = (v + f32(residual[o])) / p.out_div;
             } else {
                 v = v / p.out_div;
             }
-            y[o] = v;
+            y[o] = {{Y_T}}(v);
         }
     }
 }

@@ -57,7 +57,7 @@ const R0OFF: i32 = {{R0OFF}};
 const C0OFF: i32 = {{C0OFF}};
 
 @group(0) @binding(0) var<uniform> p: Params;
-@group(0) @binding(1) var<storage, read> x: array<f32>;
+@group(0) @binding(1) var<storage, read> x: array<{{X_T}}>;
 @group(0) @binding(2) var<storage, read> wt: array<WWord>;
 
 // w_at, w_at9, w_scale: wt in its stored format (f32, f16 or int8). Packed
@@ -66,8 +66,8 @@ const C0OFF: i32 = {{C0OFF}};
 // #include "snippets/weights_{{WEIGHTS}}.wgsl"
 @group(0) @binding(3) var<storage, read> bias: array<f32>;
 @group(0) @binding(4) var<storage, read> temb: array<f32>;
-@group(0) @binding(5) var<storage, read> residual: array<f32>;
-@group(0) @binding(6) var<storage, read_write> y: array<f32>;
+@group(0) @binding(5) var<storage, read> residual: array<{{R_T}}>;
+@group(0) @binding(6) var<storage, read_write> y: array<{{Y_T}}>;
 
 // bias[co] + temb[b, temb_offset + co], the per-channel part of the epilogue.
 fn channel_add(co: u32, b: u32) -> f32 {
@@ -85,9 +85,9 @@ fn channel_add(co: u32, b: u32) -> f32 {
 fn finish(o: u32, v: f32) {
     var r = v;
     if ((p.flags & HAS_RESIDUAL) != 0u) {
-        r += residual[o];
+        r += f32(residual[o]);
     }
-    y[o] = r / p.out_div;
+    y[o] = {{Y_T}}(r / p.out_div);
 }
 
 // Stores output pixel (oy, ox) of the plane at ob, when it is inside y.

@@ -32,15 +32,15 @@ const BN: u32 = 64u;
 const BK: u32 = 16u;
 
 @group(0) @binding(0) var<uniform> p: Params;
-@group(0) @binding(1) var<storage, read> x: array<f32>;
+@group(0) @binding(1) var<storage, read> x: array<{{X_T}}>;
 @group(0) @binding(2) var<storage, read> wt: array<WWord>;
 
 // w_at, w_scale: wt in its stored format (f32, f16 or int8).
 // #include "snippets/weights_{{WEIGHTS}}.wgsl"
 @group(0) @binding(3) var<storage, read> bias: array<f32>;
 @group(0) @binding(4) var<storage, read> temb: array<f32>;
-@group(0) @binding(5) var<storage, read> residual: array<f32>;
-@group(0) @binding(6) var<storage, read_write> y: array<f32>;
+@group(0) @binding(5) var<storage, read> residual: array<{{R_T}}>;
+@group(0) @binding(6) var<storage, read_write> y: array<{{Y_T}}>;
 
 // As[k][m / 4]: weights, transposed so that an invocation reads its 4
 // channels as one vec4. Bs[k][n]: the im2col block.
@@ -107,7 +107,7 @@ fn main(
             let sy = u32(clamp(iy, 0, hin - 1)) >> up;
             let sx = u32(clamp(ix, 0, win - 1)) >> up;
             let idx = xbase + min(ci, p.cin - 1u) * plane + sy * p.w + sx;
-            Bs[kr * BN + bn] = select(0.0, x[idx], inside);
+            Bs[kr * BN + bn] = select(0.0, f32(x[idx]), inside);
         }
         workgroupBarrier();
         for (var kk = 0u; kk < BK; kk++) {
@@ -140,9 +140,9 @@ fn main(
             }
             let o = (b * p.cout + co) * hw + pn;
             if ((p.flags & HAS_RESIDUAL) != 0u) {
-                v += residual[o];
+                v += f32(residual[o]);
             }
-            y[o] = v / p.out_div;
+            y[o] = {{Y_T}}(v / p.out_div);
         }
     }
 }

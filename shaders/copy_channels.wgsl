@@ -13,8 +13,8 @@ struct Params {
 }
 
 @group(0) @binding(0) var<uniform> p: Params;
-@group(0) @binding(1) var<storage, read> src: array<f32>;
-@group(0) @binding(2) var<storage, read_write> dst: array<f32>;
+@group(0) @binding(1) var<storage, read> src: array<{{X_T}}>;
+@group(0) @binding(2) var<storage, read_write> dst: array<{{Y_T}}>;
 
 @compute @workgroup_size(256)
 fn main(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>) {
@@ -27,9 +27,9 @@ fn main(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) 
     let r = i % per_image;
     let s = (b * p.src_channels + p.src_offset) * p.hw + r;
     let d = (b * p.dst_channels + p.dst_offset) * p.hw + r;
-    var v = src[s];
+    var v = f32(src[s]);
     if (p.accumulate != 0u) {
-        v += dst[d];
+        v += f32(dst[d]);
     }
-    dst[d] = v;
+    dst[d] = {{Y_T}}(v);
 }

@@ -14,10 +14,10 @@ struct Params {
 const WG: u32 = 256u;
 
 @group(0) @binding(0) var<uniform> p: Params;
-@group(0) @binding(1) var<storage, read> x: array<f32>;
+@group(0) @binding(1) var<storage, read> x: array<{{X_T}}>;
 @group(0) @binding(2) var<storage, read> gamma: array<f32>;
 @group(0) @binding(3) var<storage, read> beta: array<f32>;
-@group(0) @binding(4) var<storage, read_write> y: array<f32>;
+@group(0) @binding(4) var<storage, read_write> y: array<{{Y_T}}>;
 @group(0) @binding(5) var<storage, read_write> stats: array<f32>;
 
 var<workgroup> partial: array<f32, WG>;
@@ -47,12 +47,12 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) 
 
     var s = 0.0;
     for (var i = lid; i < n; i += WG) {
-        s += x[base + i];
+        s += f32(x[base + i]);
     }
     let mean = workgroup_sum(s, lid) / f32(n);
     var s2 = 0.0;
     for (var i = lid; i < n; i += WG) {
-        let d = x[base + i] - mean;
+        let d = f32(x[base + i]) - mean;
         s2 += d * d;
     }
     let var_ = workgroup_sum(s2, lid) / f32(n);
@@ -63,10 +63,10 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) 
     }
     for (var i = lid; i < n; i += WG) {
         let c = g * cpg + i / p.hw;
-        var v = (x[base + i] - mean) * rstd * gamma[c] + beta[c];
+        var v = (f32(x[base + i]) - mean) * rstd * gamma[c] + beta[c];
         if (p.silu != 0u) {
             v = v / (1.0 + exp(-v));
         }
-        y[base + i] = v;
+        y[base + i] = {{Y_T}}(v);
     }
 }

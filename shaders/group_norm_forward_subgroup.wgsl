@@ -15,10 +15,10 @@ struct Params {
 }
 
 @group(0) @binding(0) var<uniform> p: Params;
-@group(0) @binding(1) var<storage, read> x: array<f32>;
+@group(0) @binding(1) var<storage, read> x: array<{{X_T}}>;
 @group(0) @binding(2) var<storage, read> gamma: array<f32>;
 @group(0) @binding(3) var<storage, read> beta: array<f32>;
-@group(0) @binding(4) var<storage, read_write> y: array<f32>;
+@group(0) @binding(4) var<storage, read_write> y: array<{{Y_T}}>;
 @group(0) @binding(5) var<storage, read_write> stats: array<f32>;
 
 @compute @workgroup_size(8)
@@ -32,12 +32,12 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(subgroup_invocation_id) 
 
     var s = 0.0;
     for (var i = lane; i < n; i += 8u) {
-        s += x[base + i];
+        s += f32(x[base + i]);
     }
     let mean = subgroupAdd(s) / f32(n);
     var s2 = 0.0;
     for (var i = lane; i < n; i += 8u) {
-        let d = x[base + i] - mean;
+        let d = f32(x[base + i]) - mean;
         s2 += d * d;
     }
     let var_ = subgroupAdd(s2) / f32(n);
@@ -52,11 +52,11 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(subgroup_invocation_id) 
         let shift = beta[c];
         let row = base + cc * p.hw;
         for (var i = lane; i < p.hw; i += 8u) {
-            var v = (x[row + i] - mean) * scale + shift;
+            var v = (f32(x[row + i]) - mean) * scale + shift;
             if (p.silu != 0u) {
                 v = v / (1.0 + exp(-v));
             }
-            y[row + i] = v;
+            y[row + i] = {{Y_T}}(v);
         }
     }
 }

@@ -15,9 +15,9 @@ struct Params {
 }
 
 @group(0) @binding(0) var<uniform> p: Params;
-@group(0) @binding(1) var<storage, read> a: array<f32>;
-@group(0) @binding(2) var<storage, read> bm: array<f32>;
-@group(0) @binding(3) var<storage, read_write> c: array<f32>;
+@group(0) @binding(1) var<storage, read> a: array<{{A_T}}>;
+@group(0) @binding(2) var<storage, read> bm: array<{{B_T}}>;
+@group(0) @binding(3) var<storage, read_write> c: array<{{C_T}}>;
 
 @compute @workgroup_size(8, 8)
 fn main(@builtin(global_invocation_id) gid: vec3<u32>) {
@@ -41,11 +41,11 @@ fn main(@builtin(global_invocation_id) gid: vec3<u32>) {
         var bv: vec4<f32>;
         for (var j = 0u; j < 4u; j++) {
             let n = min(n0 + j, p.n - 1u);
-            bv[j] = bm[bbase + kk * p.b_sk + n * p.b_sn];
+            bv[j] = f32(bm[bbase + kk * p.b_sk + n * p.b_sn]);
         }
         for (var i = 0u; i < 4u; i++) {
             let m = min(m0 + i, p.m - 1u);
-            acc[i] += a[abase + m * p.a_sm + kk * p.a_sk] * bv;
+            acc[i] += f32(a[abase + m * p.a_sm + kk * p.a_sk]) * bv;
         }
     }
     for (var i = 0u; i < 4u; i++) {
@@ -61,9 +61,9 @@ fn main(@builtin(global_invocation_id) gid: vec3<u32>) {
             let o = cbase + m * p.c_sm + n * p.c_sn;
             var v = p.alpha * acc[i][j];
             if (p.accumulate != 0u) {
-                v += c[o];
+                v += f32(c[o]);
             }
-            c[o] = v;
+            c[o] = {{C_T}}(v);
         }
     }
 }

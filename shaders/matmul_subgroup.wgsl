@@ -25,9 +25,9 @@ const TM: u32 = {{TM}}u;
 const TN: u32 = {{TN}}u;
 
 @group(0) @binding(0) var<uniform> p: Params;
-@group(0) @binding(1) var<storage, read> a: array<f32>;
-@group(0) @binding(2) var<storage, read> bm: array<f32>;
-@group(0) @binding(3) var<storage, read_write> c: array<f32>;
+@group(0) @binding(1) var<storage, read> a: array<{{A_T}}>;
+@group(0) @binding(2) var<storage, read> bm: array<{{B_T}}>;
+@group(0) @binding(3) var<storage, read_write> c: array<{{C_T}}>;
 
 @compute @workgroup_size(8)
 fn main(
@@ -67,14 +67,14 @@ fn main(
         let kl = min(k0 + lane, p.k - 1u) * p.a_sk;
         var al: array<f32, TM>;
         for (var i = 0u; i < TM; i++) {
-            al[i] = select(0.0, a[arow[i] + kl], k_ok);
+            al[i] = select(0.0, f32(a[arow[i] + kl]), k_ok);
         }
         // Rows k0 .. k0 + 8 of B at this lane's columns (zero past the end).
         var bv: array<array<f32, TN>, 8>;
         for (var r = 0u; r < 8u; r++) {
             let kr = min(k0 + r, p.k - 1u) * p.b_sk;
             for (var j = 0u; j < TN; j++) {
-                bv[r][j] = select(0.0, bm[bcol[j] + kr], k0 + r < p.k);
+                bv[r][j] = select(0.0, f32(bm[bcol[j] + kr]), k0 + r < p.k);
             }
         }
         for (var i = 0u; i < TM; i++) {
@@ -103,9 +103,9 @@ fn main(
                 let o = cbase + (m0 + i) * p.c_sm + n * p.c_sn;
                 var v = p.alpha * acc[i][j];
                 if (p.accumulate != 0u) {
-                    v += c[o];
+                    v += f32(c[o]);
                 }
-                c[o] = v;
+                c[o] = {{C_T}}(v);
             }
         }
     }

@@ -8,6 +8,12 @@
 //! read weights say `// #include "snippets/weights_{{WEIGHTS}}.wgsl"` and their
 //! wrapper defines WEIGHTS from the weight tensor's [`Dtype`](crate::gpu::Dtype)).
 //! Each weight format is thus read by one snippet shared by every kernel.
+//!
+//! Activation tensors name their element type with a placeholder ending in
+//! `_T` (`array<{{X_T}}>`, read as `f32(x[i])`, written as `y[o] = {{Y_T}}(v)`),
+//! filled by [`crate::kernels::act`] from the tensor's [`Dtype`](crate::gpu::Dtype):
+//! `f32`, or `f16` where the adapter offers `SHADER_F16`. When any of them is
+//! `f16` the rendered source starts with `enable f16;`; arithmetic stays f32.
 
 use crate::gpu::PipelineKey;
 use anyhow::{Result, anyhow};
@@ -104,6 +110,12 @@ pub fn render(key: &PipelineKey, features: wgpu::Features) -> Result<String> {
     if out.contains("// #include ") {
         out = expand_includes(key.shader, &out)?;
     }
+    if key.defines.iter().any(|(name, value)| name.ends_with("_T") && value == "f16") {
+        if !features.contains(wgpu::Features::SHADER_F16) {
+            return Err(anyhow!("shader {} keeps activations in f16, which needs SHADER_F16; this adapter lacks it", key.shader));
+        }
+        out.insert_str(0, "enable f16;\n");
+    }
     if let Some(start) = out.find("{{") {
         let end = out[start..].find("}}").map_or(out.len(), |e| start + e + 2);
         return Err(anyhow!("shader {}: no value for {}", key.shader, &out[start..end]));
@@ -130,5 +142,19 @@ mod tests {
         let key = crate::shaders::key("linear_forward").define("WEIGHTS", "q4");
         let err = render(&key, wgpu::Features::empty()).unwrap_err();
         assert!(err.to_string().contains("no snippet snippets/weights_q4.wgsl"), "{err}");
+    }
+
+    #[test]
+    fn f16_activations_enable_f16_and_need_the_feature() {
+        let key = crate::shaders::key("copy_channels").define("X_T", "f16").define("Y_T", "f32");
+        let src = render(&key, wgpu::Features::SHADER_F16).unwrap();
+        assert!(src.starts_with("enable f16;\n") && src.contains("array<f16>"), "{src}");
+        let err = render(&key, wgpu::Features::empty()).unwrap_err().to_string();
+        assert!(err.contains("needs SHADER_F16"), "{err}");
+        // f16 weights are packed words: no `enable f16;`.
+        let key = crate::shaders::key("linear_forward").define("WEIGHTS", "f16");
+        assert!(!render(&key, wgpu::Features::empty()).unwrap().contains("enable f16"));
+        let key = crate::shaders::key("copy_channels").define("X_T", "f32").define("Y_T", "f32");
+        assert!(!render(&key, wgpu::Features::SHADER_F16).unwrap().contains("enable f16"));
     }
 }

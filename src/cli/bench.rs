@@ -76,6 +76,7 @@ pub fn run(gpu: Arc<Gpu>, o: &BenchOptions) -> Result<serde_json::Value> {
         "parameters": graph.num_parameters(),
         "gflop_per_image_forward": 2.0 * graph.macs_per_image() as f64 / 1e9,
         "precision": o.precision.name(),
+        "activations": unet.activations.name(),
         "weights_gpu_bytes": unet.params.gpu_bytes(),
         "weights_file_bytes": petal::model::precision::weights_bytes(&graph, &host)?.len(),
     });
@@ -86,6 +87,7 @@ pub fn run(gpu: Arc<Gpu>, o: &BenchOptions) -> Result<serde_json::Value> {
         let (med, min) = time(o.repeats, || plan.forward(&gpu, &x, &ts).map(|_| ()))?;
         eprintln!("forward batch {b}: {med:.4} s (min {min:.4})");
         out[format!("forward_b{b}_s")] = med.into();
+        out[format!("forward_b{b}_activation_mib")] = (plan.activation_bytes() as f64 / (1u64 << 20) as f64).into();
         if o.profile {
             let p = profile(&gpu, &plan.dispatches)?;
             for (k, v) in &p {

@@ -63,6 +63,7 @@ impl PipelineCache {
         }
         let source = (key.render)(key, self.features)?;
         let label = format!("{}{:?}", key.shader, key.defines);
+        let started = std::time::Instant::now();
         // Shader compilation errors are bugs in Petal, but report them as
         // errors (with the WGSL) rather than aborting the process.
         let scope = device.push_error_scope(wgpu::ErrorFilter::Validation);
@@ -90,6 +91,10 @@ impl PipelineCache {
         });
         if let Some(err) = pollster::block_on(scope.pop()) {
             return Err(anyhow!("building pipeline {label}: {err}"));
+        }
+        if std::env::var_os("PETAL_LOG_PIPELINES").is_some() {
+            // The driver's compile time per pipeline (lavapipe: LLVM), to find slow kernels.
+            eprintln!("pipeline {label}: built in {:.2} s", started.elapsed().as_secs_f64());
         }
         let pipeline = Arc::new(pipeline);
         self.pipelines.lock().unwrap().insert(key.clone(), pipeline.clone());

@@ -177,13 +177,23 @@ pub fn kernel_for(gpu: &Gpu, family: KernelFamily, s: &Conv2dShape) -> Conv2dKer
     }
 }
 
+/// Accumulators per lane of a CPU-family conv block (tm x pixels). LLVM's
+/// build time grows much faster than the block: measured on lavapipe (LLVM
+/// 15, 2 cores, no shader cache), the small model's first batch-16 forward
+/// pass (its pipelines built and run once) took 30 s at 256, 141 s at 512 and
+/// about 7 min at 1024 (the whole 16-image sample: 7 min 42 s), while the
+/// forward pass itself ran within 10% at all three (small at batch 16:
+/// 0.52 / 0.49 / 0.50 s; cifar10-32 at batch 1: 357 / 340 / 352 ms, at 16:
+/// 5.24 / 4.76 / 4.90 s; same run, load average 1.0-1.6).
+pub const SUBGROUP_ACCUMULATORS: u32 = 256;
+
 /// The CPU-family block for a shape. What it balances (per input channel,
 /// per subgroup): loading 9 tm weights per lane and the window of the pixel
 /// block (~50 cycles per loaded element) against 9 tm x block vector
 /// multiply-adds (~2 cycles each); so blocks want many pixels (weights are
 /// reused by every pixel) and many channels (inputs by every channel), up to
-/// about 1024 accumulators per lane, past which code size and pipeline build
-/// time grow faster than the reuse pays. See benches/conv.rs.
+/// [`SUBGROUP_ACCUMULATORS`] per lane, past which pipeline build time grows
+/// faster than the reuse pays. See benches/conv.rs.
 pub fn subgroup_tile_for(s: &Conv2dShape) -> SubgroupTile {
     let (ho, wo) = s.out_hw();
     // With upsampling, blocks start on even output rows and columns so that
@@ -194,18 +204,21 @@ pub fn subgroup_tile_for(s: &Conv2dShape) -> SubgroupTile {
     // pixels measured best (12 GFLOP/s against 9 for 4 x 8 x 256).
     // Blocks of several small images measured best at 128 pixels (4 x 8
     // images of 4x4, 2 of 8x8 at batch 16).
+    let budget = SUBGROUP_ACCUMULATORS;
     let (side, pixels_wanted) = match (s.ksize, ho * wo >= 256) {
         (1, _) => (8, 64),
         (_, true) => (16, 256),
         (_, false) => (16, 128),
     };
+    let pixels_wanted = pixels_wanted.min(budget / 4);
+    let side = if pixels_wanted <= 64 { side.min(8) } else { side };
     let ph = even(ho.min(side));
     let pw = even(wo.min(side));
     // Small images: put several in a block, so each weight is loaded once
     // for more pixels.
     let nb = (pixels_wanted / (ph * pw)).clamp(1, s.batch.max(1)).min(16);
     let pixels = nb * ph * pw;
-    let tm = (1024 / pixels).clamp(1, 16).min(s.cout.div_ceil(8));
+    let tm = (budget / pixels).clamp(1, 16).min(s.cout.div_ceil(8));
     let mut t = SubgroupTile { tm, nb, ph, pw };
     // Wide windows (stride 2) generate more code per accumulator: shrink
     // until the shader fits.
@@ -300,21 +313,29 @@ pub fn conv2d_forward_with(
     let temb = epi.temb.map_or(dummy, |t| t.0);
     let residual = epi.residual.unwrap_or(dummy);
     let buffers = [x, w, bias, temb, residual, y];
+    ensure!(temb.dtype == Dtype::F32, "{label}: the time embedding must be f32");
+    // The element types of the activations (f32, or f16 where the adapter has SHADER_F16).
+    let acts = |key: PipelineKey| -> Result<PipelineKey> {
+        Ok(key
+            .define("X_T", super::act_type(label, "input", x)?)
+            .define("R_T", super::act_type(label, "residual", residual)?)
+            .define("Y_T", super::act_type(label, "output", y)?))
+    };
     match kernel {
         Conv2dKernel::Generic => {
             let tm = 8;
-            let key = crate::shaders::key("conv2d_forward").define("TM", tm).define("WEIGHTS", w.dtype.name());
+            let key = acts(crate::shaders::key("conv2d_forward").define("TM", tm).define("WEIGHTS", w.dtype.name()))?;
             let blocks = s.batch * (ho * wo).div_ceil(4);
             gpu.dispatch(label, &key, &params, &buffers, [blocks.div_ceil(64), s.cout.div_ceil(tm), 1])
         }
         Conv2dKernel::Subgroup(t) => {
             ensure!(super::subgroups_of_8(gpu), "{label}: the subgroup kernel needs subgroups of 8 lanes");
-            let key = subgroup_key(s, &t).map_err(|e| anyhow::anyhow!("{label}: {e}"))?.define("WEIGHTS", w.dtype.name());
+            let key = acts(subgroup_key(s, &t).map_err(|e| anyhow::anyhow!("{label}: {e}"))?.define("WEIGHTS", w.dtype.name()))?;
             let blocks = s.batch.div_ceil(t.nb) * ho.div_ceil(t.ph) * wo.div_ceil(t.pw);
             gpu.dispatch(label, &key, &params, &buffers, [blocks, s.cout.div_ceil(8 * t.tm), 1])
         }
         Conv2dKernel::Tiled => {
-            let key = crate::shaders::key("conv2d_forward_tiled").define("K", s.ksize).define("WEIGHTS", w.dtype.name());
+            let key = acts(crate::shaders::key("conv2d_forward_tiled").define("K", s.ksize).define("WEIGHTS", w.dtype.name()))?;
             let n = s.batch * ho * wo;
             gpu.dispatch(
                 label,
@@ -390,7 +411,7 @@ fn subgroup_key(s: &Conv2dShape, t: &SubgroupTile) -> Result<PipelineKey> {
     }
     let mut load = String::new();
     for i in 0..q {
-        let _ = writeln!(load, "        let v{i} = select(0.0, x[eo{i} + xo], ok{i});");
+        let _ = writeln!(load, "        let v{i} = select(0.0, f32(x[eo{i} + xo]), ok{i});");
     }
     for i in 0..t.tm {
         if kk == 9 {

@@ -120,7 +120,9 @@ pub fn copy_channel_slice(
         dst_offset: d.offset,
         accumulate: accumulate as u32,
     };
-    let key = crate::shaders::key("copy_channels");
+    let key = crate::shaders::key("copy_channels")
+        .define("X_T", super::act_type(label, "source", src)?)
+        .define("Y_T", super::act_type(label, "destination", dst)?);
     gpu.dispatch(label, &key, &params, &[src, dst], grid_1d((batch * channels * hw).div_ceil(256)))
 }
 

@@ -42,6 +42,9 @@ pub fn group_norm_forward(
     // The CPU family's variant wants the same 8-lane subgroups as the other
     // subgroup kernels (measured 2-3x faster on lavapipe).
     let subgroup = super::cpu_subgroup_kernels(gpu);
-    let key = crate::shaders::key(if subgroup { "group_norm_forward_subgroup" } else { "group_norm_forward" });
+    ensure!(stats.dtype == crate::gpu::Dtype::F32, "{label}: statistics must be f32");
+    let key = crate::shaders::key(if subgroup { "group_norm_forward_subgroup" } else { "group_norm_forward" })
+        .define("X_T", super::act_type(label, "input", x)?)
+        .define("Y_T", super::act_type(label, "output", y)?);
     gpu.dispatch(label, &key, &params, &[x, gamma, beta, y, stats], [batch * groups, 1, 1])
 }

@@ -147,5 +147,9 @@ pub fn matmul_with(
             (key, [d.n.div_ceil(8 * tn), d.m.div_ceil(tm), d.outer * d.inner])
         }
     };
+    let key = key
+        .define("A_T", super::act_type(label, "A", a)?)
+        .define("B_T", super::act_type(label, "B", b)?)
+        .define("C_T", super::act_type(label, "C", c)?);
     gpu.dispatch(label, &key, &params, &[a, b, c], grid)
 }

@@ -24,6 +24,18 @@ pub use linear::{linear_backward, linear_forward};
 pub use matmul::{MatmulDesc, Operand, matmul};
 pub use scheduler::{DdpmStepParams, ddpm_step};
 
+/// The WGSL element type of an activation tensor, for a shader's `{{..._T}}`
+/// placeholder: "f32", or "f16" (natively, `enable f16;`, on adapters with
+/// `SHADER_F16`). Activations are never stored in a packed weight format;
+/// `what` names the operand in the error.
+pub fn act_type(label: &str, what: &str, t: &crate::gpu::TensorView) -> anyhow::Result<&'static str> {
+    match t.dtype {
+        crate::gpu::Dtype::F32 => Ok("f32"),
+        crate::gpu::Dtype::F16 => Ok("f16"),
+        other => anyhow::bail!("{label}: {what} is stored as {}, which activations cannot be", other.name()),
+    }
+}
+
 /// Whether the adapter runs subgroups of exactly 8 lanes, which every
 /// `*_subgroup.wgsl` kernel assumes (one subgroup per workgroup, values
 /// handed across lanes 0-7 with subgroupBroadcast).

@@ -127,6 +127,10 @@ pub struct UNet {
     pub params: ParamStore,
     /// How the weights are stored on the GPU.
     pub precision: Precision,
+    /// The element type of a sampling forward pass's activations
+    /// ([`Precision::activations`]): f16 where the precision and adapter
+    /// allow it, else f32. Training always runs in f32.
+    pub activations: crate::gpu::Dtype,
 }
 
 impl UNet {
@@ -145,7 +149,7 @@ impl UNet {
         ParamStore::check_fits(&graph, &gpu.limits)?;
         let params = ParamStore::new(&gpu, &graph, "parameters");
         params.upload(&gpu, weights);
-        Ok(UNet { gpu, config, graph, params, precision: Precision::Fp32 })
+        Ok(UNet { gpu, config, graph, params, precision: Precision::Fp32, activations: crate::gpu::Dtype::F32 })
     }
 
     /// Loads the UNet of a diffusers model folder (either layout), at the

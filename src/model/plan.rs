@@ -4,7 +4,7 @@
 use super::graph::{Graph, Op, Tid};
 use super::{ParamStore, UNet, UNetConfig};
 use crate::diffusion::timestep_embedding;
-use crate::gpu::{Arena, Dispatch, Gpu, TensorView};
+use crate::gpu::{Arena, Dispatch, Dtype, Gpu, TensorView};
 use crate::kernels::{self, Conv2dEpilogue, Conv2dShape, MatmulDesc};
 use anyhow::{Context, Result};
 
@@ -25,8 +25,9 @@ pub struct ForwardPlan {
 impl ForwardPlan {
     /// An inference plan: activation buffers are reused once no later op
     /// reads them.
+    /// Its activations are `unet.activations` where [`f16_safe`] allows.
     pub fn new(unet: &UNet, batch: u32) -> Result<ForwardPlan> {
-        Self::build(&unet.gpu, &unet.graph, &unet.config, &unet.params, batch, false)
+        Self::build_with(&unet.gpu, &unet.graph, &unet.config, &unet.params, batch, false, unet.activations)
     }
 
     /// A plan over any parameter store of the graph's layout (the training
@@ -36,12 +37,38 @@ impl ForwardPlan {
     /// Errors (before any buffer is made) when a tensor of this batch would be
     /// larger than the adapter's largest storage binding, naming the tensor
     /// and the largest batch that fits (see [`ForwardPlan::max_batch`]).
+    /// Every activation is f32 (training, and its previews).
     pub fn build(gpu: &Gpu, g: &Graph, config: &UNetConfig, params: &ParamStore, batch: u32, keep_all: bool) -> Result<ForwardPlan> {
+        Self::build_with(gpu, g, config, params, batch, keep_all, Dtype::F32)
+    }
+
+    /// [`ForwardPlan::build`] with the activations that [`f16_safe`] allows
+    /// stored as `activations` (F32 or F16; F16 needs SHADER_F16).
+    #[allow(clippy::too_many_arguments)]
+    pub fn build_with(
+        gpu: &Gpu,
+        g: &Graph,
+        config: &UNetConfig,
+        params: &ParamStore,
+        batch: u32,
+        keep_all: bool,
+        activations: Dtype,
+    ) -> Result<ForwardPlan> {
         check_batch(g, &gpu.limits, batch, |_| 0)?;
+        anyhow::ensure!(
+            matches!(activations, Dtype::F32 | Dtype::F16),
+            "activations can be f32 or f16, not {}",
+            activations.name()
+        );
         let mut acts = Arena::separate("activations", &gpu.limits);
         let len = |t: Tid| g.tensors[t].per_image * batch as usize;
+        let safe = f16_safe(g);
+        let dtype = |t: Tid| if safe[t] { activations } else { Dtype::F32 };
+        // Same-sized buffers of the same type are interchangeable.
+        let size = |t: Tid| (len(t), dtype(t));
+        let new_slot = |acts: &mut Arena, t: Tid| acts.alloc_bytes(dtype(t).bytes(len(t)));
         let slots: Vec<_> = if keep_all {
-            (0..g.tensors.len()).map(|t| acts.alloc(len(t))).collect()
+            (0..g.tensors.len()).map(|t| new_slot(&mut acts, t)).collect()
         } else {
             // Liveness: a tensor's buffer is free after the last op that
             // reads it. The inputs and the output stay (the sampler reads and
@@ -55,9 +82,9 @@ impl ForwardPlan {
             let pinned = [g.sample, g.t_sin, g.output];
             let mut slots = vec![None; g.tensors.len()];
             for t in pinned {
-                slots[t] = Some(acts.alloc(len(t)));
+                slots[t] = Some(new_slot(&mut acts, t));
             }
-            let mut free: std::collections::HashMap<usize, Vec<crate::gpu::Slot>> = Default::default();
+            let mut free: std::collections::HashMap<(usize, Dtype), Vec<crate::gpu::Slot>> = Default::default();
             for (i, op) in g.ops.iter().enumerate() {
                 let mut written = vec![op.output()];
                 if let Op::GroupNorm { stats, .. } = op {
@@ -65,8 +92,8 @@ impl ForwardPlan {
                 }
                 for &t in &written {
                     if slots[t].is_none() {
-                        let reused = free.get_mut(&len(t)).and_then(|v| v.pop());
-                        slots[t] = Some(reused.unwrap_or_else(|| acts.alloc(len(t))));
+                        let reused = free.get_mut(&size(t)).and_then(|v| v.pop());
+                        slots[t] = Some(reused.unwrap_or_else(|| new_slot(&mut acts, t)));
                     }
                 }
                 // Freed only after this op's outputs are placed, so an op never
@@ -75,7 +102,7 @@ impl ForwardPlan {
                 for t in dead.collect::<std::collections::BTreeSet<_>>() {
                     if !pinned.contains(&t) && last_read[t].is_none_or(|l| l <= i) {
                         if let Some(s) = slots[t] {
-                            free.entry(len(t)).or_default().push(s);
+                            free.entry(size(t)).or_default().push(s);
                         }
                     }
                 }
@@ -83,7 +110,8 @@ impl ForwardPlan {
             slots.into_iter().map(|s| s.expect("every tensor placed")).collect()
         };
         acts.build(&gpu.device);
-        let views: Vec<TensorView> = slots.into_iter().map(|s| acts.view(s)).collect();
+        let views: Vec<TensorView> =
+            slots.into_iter().enumerate().map(|(t, s)| acts.view_typed(s, 0, len(t), dtype(t))).collect();
         let mut dispatches = Vec::new();
         for op in &g.ops {
             dispatches.extend(
@@ -149,6 +177,35 @@ impl ForwardPlan {
     pub fn activation_bytes(&self) -> u64 {
         self.acts.bytes()
     }
+}
+
+/// Which tensors of a forward pass may be stored in f16 when the activations
+/// are f16 (issue 10: "keep activations in f16 where that is safe and
+/// accumulate sums, group norm statistics and the attention softmax in f32"):
+/// the feature maps between ops (conv, group norm, concatenation and
+/// attention outputs, q, k and v), which every kernel widens to f32 to
+/// compute on. Kept f32: the sample x_t and the timestep input and the model
+/// output (the scheduler's step reads and writes them), the timestep MLP
+/// (`time_embedding`, `time_emb_proj`), group norm statistics, and the
+/// attention scores and probabilities (softmax in f32: attention with f16
+/// scores is a known source of NaN images elsewhere).
+pub fn f16_safe(g: &Graph) -> Vec<bool> {
+    let mut ok = vec![true; g.tensors.len()];
+    for t in [g.sample, g.t_sin, g.output] {
+        ok[t] = false;
+    }
+    for op in &g.ops {
+        match op {
+            Op::Linear { y, .. } => ok[*y] = false,
+            Op::GroupNorm { stats, .. } => ok[*stats] = false,
+            Op::Softmax { y, x, .. } => {
+                ok[*x] = false;
+                ok[*y] = false;
+            }
+            Op::Conv2d { .. } | Op::Matmul { .. } | Op::Concat { .. } => {}
+        }
+    }
+    ok
 }
 
 /// The largest tensor of a batch: (bytes, name). `extra(batch)` adds

@@ -88,19 +88,54 @@ impl Precision {
         }
     }
 
+    /// The element type of a sampling forward pass's activations: the one
+    /// place the f16-activation path is chosen, from the precision and the
+    /// adapter. F16 (feature maps in f16; sums, norms and softmax in f32:
+    /// [`super::plan::f16_safe`]) for FP16 and INT8 weights on a hardware
+    /// GPU (the `gpu` kernel family) that offers `SHADER_F16`. F32 for FP32
+    /// (`--precision fp32` forces f32 throughout), on adapters without
+    /// `SHADER_F16`, and on software renderers (lavapipe), where f16 saves
+    /// no memory bandwidth worth having (the "GPU memory" is the same RAM)
+    /// and was measured not faster (small model, batch 16: 0.49-0.51 s
+    /// against 0.48-0.50 s per pass, batch 1 slower) while LLVM builds its
+    /// pipelines in twice the time (65 s against 30 s for the first
+    /// batch-16 pass). `PETAL_ACTIVATIONS=f16` or `=f32` overrides the
+    /// choice for FP16 and INT8 (f16 still needs `SHADER_F16`).
+    pub fn activations(self, gpu: &Gpu) -> Dtype {
+        let has_f16 = gpu.features.contains(wgpu::Features::SHADER_F16);
+        if self == Precision::Fp32 || !has_f16 {
+            return Dtype::F32;
+        }
+        match std::env::var("PETAL_ACTIVATIONS").as_deref() {
+            Ok("f16") => Dtype::F16,
+            Ok("f32") => Dtype::F32,
+            _ if gpu.family == crate::gpu::KernelFamily::Gpu => Dtype::F16,
+            _ => Dtype::F32,
+        }
+    }
+
     /// What runs on the GPU, for the line printed at start.
     pub fn describe(self, gpu: &Gpu) -> String {
-        let f16 = if gpu.features.contains(wgpu::Features::SHADER_F16) {
-            "the adapter offers SHADER_F16, but activations stay f32 (f16 activations are not implemented)"
-        } else {
-            "the adapter has no SHADER_F16; none is needed"
+        let acts = match (self, self.activations(gpu)) {
+            (Precision::Fp32, _) => "f32 activations and arithmetic".to_string(),
+            (_, Dtype::F16) => "f16 activations between ops (SHADER_F16), f32 arithmetic, sums, group norm statistics, softmax, \
+                 time embedding and the scheduler's sample and model output"
+                .to_string(),
+            _ if !gpu.features.contains(wgpu::Features::SHADER_F16) => {
+                "f32 activations and arithmetic (the adapter has no SHADER_F16 for f16 activations)".to_string()
+            }
+            _ if std::env::var("PETAL_ACTIVATIONS").as_deref() == Ok("f32") => {
+                "f32 activations and arithmetic (PETAL_ACTIVATIONS=f32)".to_string()
+            }
+            _ => "f32 activations and arithmetic (f16 activations are for hardware GPUs; PETAL_ACTIVATIONS=f16 forces them)"
+                .to_string(),
         };
         match self {
-            Precision::Fp32 => "fp32: f32 weights, f32 arithmetic".into(),
-            Precision::Fp16 => format!("fp16: f16 weights on the GPU, widened in the kernels; f32 activations and arithmetic ({f16})"),
+            Precision::Fp32 => format!("fp32: f32 weights, {acts}"),
+            Precision::Fp16 => format!("fp16: f16 weights on the GPU, widened in the kernels; {acts}"),
             Precision::Int8 => format!(
                 "int8: int8 conv/linear weights with per-channel scales, time embedding, conv_in, conv_out and attention in f16; \
-                 dequantized in the kernels, f32 activations and arithmetic ({f16})"
+                 dequantized in the kernels; {acts}"
             ),
         }
     }
@@ -392,7 +427,8 @@ impl UNet {
             bail!("{} weight tensors for {} parameters", host.len(), graph.params.len());
         }
         let params = ParamStore::from_host(&gpu, &graph, "parameters", host)?;
-        Ok(UNet { gpu, config, graph, params, precision })
+        let activations = precision.activations(&gpu);
+        Ok(UNet { gpu, config, graph, params, precision, activations })
     }
 }
 
