@@ -52,7 +52,8 @@ work = sys.argv[1]
 runs = ["fp32", "fp16", "fp16-f32acts", "int8", "int8-f32acts"]
 keys = sorted({k for f in os.listdir(f"{work}/json") for k in json.load(open(f"{work}/json/{f}"))
                if k.endswith("_s") or k.endswith("_mib")})
-for config in ["cifar10-32", "small"]:
+configs = sorted({f.rsplit("-", 2)[0] if f.endswith("f32acts.json") else f.rsplit("-", 1)[0] for f in os.listdir(f"{work}/json")})
+for config in configs:
     data = {r: json.load(open(f"{work}/json/{config}-{r}.json")) for r in runs if os.path.exists(f"{work}/json/{config}-{r}.json")}
     if not data:
         continue
