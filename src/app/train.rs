@@ -353,7 +353,12 @@ fn run_ui(app: &mut PetalApp, ui: &mut egui::Ui) {
     let tv = &app.training;
     match tv.state {
         RunState::Idle => {
-            ui.label(tv.outcome.clone().unwrap_or_else(|| "Choose a data folder and press Start.".into()));
+            // The last run's outcome, else what the settings still lack.
+            let line = tv.outcome.clone().unwrap_or_else(|| match request(app) {
+                Ok(_) => "Ready: press Start training.".into(),
+                Err(missing) => format!("{missing}, then press Start training."),
+            });
+            ui.label(line);
         }
         RunState::Starting => {
             ui.horizontal(|ui| {
