@@ -48,6 +48,7 @@ shaders!(
     "conv2d_backward_input_subgroup",
     "conv2d_backward_weight",
     "conv2d_backward_weight_subgroup",
+    "conv2d_backward_weight_tiled",
     "conv2d_backward_bias",
     "sum_rows",
     "scale_add",

@@ -24,14 +24,20 @@ pub enum Conv2dBackwardKernel {
     Generic,
     /// Subgroups of exactly 8 lanes sharing one operand by subgroupBroadcast.
     Subgroup,
+    /// Workgroup-memory tiles of 64 x 64 (conv2d_backward_weight_tiled.wgsl),
+    /// for hardware GPUs: the weight gradient only; the input gradient runs
+    /// the generic kernel.
+    Tiled,
 }
 
 /// The kernel used for this adapter: the subgroup one on the CPU family when
-/// the adapter has 8-lane subgroups, else the generic one.
+/// the adapter has 8-lane subgroups, the tiled one on the GPU family, else
+/// the generic one.
 pub fn backward_kernel_for(gpu: &Gpu) -> Conv2dBackwardKernel {
     match gpu.family {
         KernelFamily::Cpu if super::subgroups_of_8(gpu) => Conv2dBackwardKernel::Subgroup,
-        _ => Conv2dBackwardKernel::Generic,
+        KernelFamily::Cpu => Conv2dBackwardKernel::Generic,
+        KernelFamily::Gpu => Conv2dBackwardKernel::Tiled,
     }
 }
 
@@ -157,7 +163,9 @@ impl InputGradLayout {
     /// The blocking measured fastest for `s`.
     pub fn new(kernel: Conv2dBackwardKernel, s: &Conv2dShape) -> InputGradLayout {
         match kernel {
-            Conv2dBackwardKernel::Generic => InputGradLayout { kernel, tm: 8, tn: 4 },
+            Conv2dBackwardKernel::Generic | Conv2dBackwardKernel::Tiled => {
+                InputGradLayout { kernel: Conv2dBackwardKernel::Generic, tm: 8, tn: 4 }
+            }
             Conv2dBackwardKernel::Subgroup => {
                 // 32 input channels x 16 pixels per lane measured best on
                 // lavapipe (with 64 channels Mesa stops unrolling the loops);
@@ -239,7 +247,7 @@ pub fn conv2d_backward_input_with(
     ensure!(tm > 0 && tn > 0, "{label}: empty layout {layout:?}");
     let segs = s.batch * sub_h * sub_w.div_ceil(tn);
     match layout.kernel {
-        Conv2dBackwardKernel::Generic => {
+        Conv2dBackwardKernel::Generic | Conv2dBackwardKernel::Tiled => {
             let grid = [segs.div_ceil(64), s.cin.div_ceil(tm), phases];
             gpu.dispatch(label, &key("conv2d_backward_input", tm, tn), &params, &buffers, grid)
         }
@@ -297,6 +305,8 @@ impl WeightGradLayout {
         let kernel = if s.ksize < s.stride { Conv2dBackwardKernel::Generic } else { kernel };
         let (tm, tc) = match kernel {
             Conv2dBackwardKernel::Generic => (8, 1),
+            // A 64 x 64 tile of dw per workgroup.
+            Conv2dBackwardKernel::Tiled => (TILED_BM, 1),
             // Measured on lavapipe: 32 output channels x 2 input channels x
             // 9 taps per lane (8 input channels for 1x1).
             Conv2dBackwardKernel::Subgroup => (if s.cout <= 8 { 8 } else { 32 }, if s.ksize == 1 { 8 } else { 2 }),
@@ -318,13 +328,18 @@ impl WeightGradLayout {
         match self.kernel {
             Conv2dBackwardKernel::Generic => 4,
             Conv2dBackwardKernel::Subgroup => 8,
+            Conv2dBackwardKernel::Tiled => TILED_BK,
         }
     }
 
     /// Row segments the reduction runs over.
     pub fn nsegs(&self, s: &Conv2dShape) -> u32 {
         let (ho, wo) = s.out_hw();
-        s.batch * ho * wo.div_ceil(self.seg())
+        match self.kernel {
+            // Steps of 16 pixels over all batch x ho x wo output pixels.
+            Conv2dBackwardKernel::Tiled => (s.batch * ho * wo).div_ceil(self.seg()),
+            _ => s.batch * ho * wo.div_ceil(self.seg()),
+        }
     }
 
     fn segs_per_chunk(&self, s: &Conv2dShape) -> u32 {
@@ -341,6 +356,7 @@ impl WeightGradLayout {
         match self.kernel {
             Conv2dBackwardKernel::Generic => [(s.cin * s.cout.div_ceil(self.tm)).div_ceil(64), 1],
             Conv2dBackwardKernel::Subgroup => [s.cin.div_ceil(8 * self.tc), s.cout.div_ceil(self.tm)],
+            Conv2dBackwardKernel::Tiled => [(s.cin * s.ksize * s.ksize).div_ceil(TILED_BN), s.cout.div_ceil(TILED_BM)],
         }
     }
 
@@ -350,6 +366,12 @@ impl WeightGradLayout {
         if chunks > 1 { chunks as usize * s.weight_len() } else { 0 }
     }
 }
+
+/// Output channels, dw columns (cin x k x k) and output pixels per step of
+/// conv2d_backward_weight_tiled.wgsl.
+const TILED_BM: u32 = 64;
+const TILED_BN: u32 = 64;
+const TILED_BK: u32 = 16;
 
 /// Scratch (f32 elements) [`conv2d_backward_weight`] needs for `s` on this
 /// adapter; 0 means none (pass `None`).
@@ -432,6 +454,10 @@ pub fn conv2d_backward_weight_with(
             .define("S", s.stride)
             .define("TM", l.tm)
             .define("TN", l.seg()),
+        Conv2dBackwardKernel::Tiled => {
+            ensure!(l.tm == TILED_BM, "{label}: the tiled kernel computes {TILED_BM} output channels per workgroup");
+            crate::shaders::key("conv2d_backward_weight_tiled").define("K", s.ksize).define("S", s.stride)
+        }
         Conv2dBackwardKernel::Subgroup => {
             ensure!(super::subgroups_of_8(gpu), "{label}: the subgroup kernel needs subgroups of 8 lanes");
             ensure!(s.ksize >= s.stride, "{label}: the subgroup kernel needs a kernel at least as large as the stride");
