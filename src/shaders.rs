@@ -46,6 +46,7 @@ shaders!(
     "ema",
     "conv2d_backward_input",
     "conv2d_backward_input_subgroup",
+    "conv2d_backward_input_tiled",
     "conv2d_backward_weight",
     "conv2d_backward_weight_subgroup",
     "conv2d_backward_weight_tiled",

@@ -1,7 +1,7 @@
 //! Every backward kernel against its plain-loop reference (src/reference/
 //! backward.rs) on small random shapes with odd sizes, for both kernel
 //! families (the CPU family runs the subgroup variants on lavapipe, the GPU
-//! family the generic ones), with the output pre-filled to check = against
+//! family the workgroup-tiled conv gradients and the generic others), with the output pre-filled to check = against
 //! +=; and the references against central finite differences of the forward
 //! references, for L = sum(y * r).
 //!

@@ -24,9 +24,8 @@ pub enum Conv2dBackwardKernel {
     Generic,
     /// Subgroups of exactly 8 lanes sharing one operand by subgroupBroadcast.
     Subgroup,
-    /// Workgroup-memory tiles of 64 x 64 (conv2d_backward_weight_tiled.wgsl),
-    /// for hardware GPUs: the weight gradient only; the input gradient runs
-    /// the generic kernel.
+    /// Workgroup-memory tiles of 64 x 64 (conv2d_backward_input_tiled.wgsl,
+    /// conv2d_backward_weight_tiled.wgsl), for hardware GPUs.
     Tiled,
 }
 
@@ -83,6 +82,24 @@ struct InputParams {
     fy1: u32,
     fx0: u32,
     fx1: u32,
+}
+
+/// Uniforms of conv2d_backward_input_tiled.wgsl.
+#[repr(C)]
+#[derive(Clone, Copy, bytemuck::Pod, bytemuck::Zeroable)]
+struct TiledInputParams {
+    batch: u32,
+    cin: u32,
+    h: u32,
+    w: u32,
+    cout: u32,
+    ho: u32,
+    wo: u32,
+    accumulate: u32,
+    pad_top: u32,
+    pad_left: u32,
+    inv_div: f32,
+    _pad0: u32,
 }
 
 /// How the transposed convolution of one spatial dimension is recast as a
@@ -149,7 +166,8 @@ pub fn conv2d_backward_input(
 
 /// How one dx dispatch is blocked: each invocation (one lane of a subgroup
 /// for the subgroup kernel) keeps `tm` input channels x `tn` consecutive dx
-/// pixels of a row (of one phase, for stride 2).
+/// pixels of a row (of one phase, for stride 2); the tiled kernel's
+/// workgroup computes `tm` x `tn` = 64 x 64 (input channels x pixels).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct InputGradLayout {
     pub kernel: Conv2dBackwardKernel,
@@ -163,9 +181,9 @@ impl InputGradLayout {
     /// The blocking measured fastest for `s`.
     pub fn new(kernel: Conv2dBackwardKernel, s: &Conv2dShape) -> InputGradLayout {
         match kernel {
-            Conv2dBackwardKernel::Generic | Conv2dBackwardKernel::Tiled => {
-                InputGradLayout { kernel: Conv2dBackwardKernel::Generic, tm: 8, tn: 4 }
-            }
+            Conv2dBackwardKernel::Generic => InputGradLayout { kernel, tm: 8, tn: 4 },
+            // A 64 x 64 tile of dx (input channels x pixels) per workgroup.
+            Conv2dBackwardKernel::Tiled => InputGradLayout { kernel, tm: TILED_BM, tn: TILED_BN },
             Conv2dBackwardKernel::Subgroup => {
                 // 32 input channels x 16 pixels per lane measured best on
                 // lavapipe (with 64 channels Mesa stops unrolling the loops);
@@ -247,9 +265,35 @@ pub fn conv2d_backward_input_with(
     ensure!(tm > 0 && tn > 0, "{label}: empty layout {layout:?}");
     let segs = s.batch * sub_h * sub_w.div_ceil(tn);
     match layout.kernel {
-        Conv2dBackwardKernel::Generic | Conv2dBackwardKernel::Tiled => {
+        Conv2dBackwardKernel::Generic => {
             let grid = [segs.div_ceil(64), s.cin.div_ceil(tm), phases];
             gpu.dispatch(label, &key("conv2d_backward_input", tm, tn), &params, &buffers, grid)
+        }
+        Conv2dBackwardKernel::Tiled => {
+            ensure!(
+                (tm, tn) == (TILED_BM, TILED_BN),
+                "{label}: the tiled kernel computes {TILED_BM} x {TILED_BN} tiles, not {layout:?}"
+            );
+            let params = TiledInputParams {
+                batch: s.batch,
+                cin: s.cin,
+                h: s.h,
+                w: s.w,
+                cout: s.cout,
+                ho,
+                wo,
+                accumulate: accumulate as u32,
+                pad_top: s.pad[0],
+                pad_left: s.pad[1],
+                inv_div: inv_div(out_div),
+                _pad0: 0,
+            };
+            let key = crate::shaders::key("conv2d_backward_input_tiled")
+                .define("K", s.ksize)
+                .define("S", s.stride)
+                .define("UP", s.upsample as u32);
+            let grid = [(s.batch * s.h * s.w).div_ceil(TILED_BN), s.cin.div_ceil(TILED_BM), 1];
+            gpu.dispatch(label, &key, &params, &buffers, grid)
         }
         Conv2dBackwardKernel::Subgroup => {
             ensure!(super::subgroups_of_8(gpu), "{label}: the subgroup kernel needs subgroups of 8 lanes");
