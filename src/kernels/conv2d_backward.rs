@@ -9,9 +9,10 @@
 //! | d residual = dy / out_div | [`scale_add`](super::scale_add) | either |
 //!
 //! Both convolution gradients are implicit GEMMs like the forward, with the
-//! same two kernel shapes: a register-blocked fallback for any adapter, and
-//! for software adapters with subgroups of 8 lanes (lavapipe) a variant that
-//! shares one operand across the subgroup with `subgroupBroadcast`.
+//! same three kernel shapes: a register-blocked fallback for any adapter, for
+//! software adapters with subgroups of 8 lanes (lavapipe) a variant that
+//! shares one operand across the subgroup with `subgroupBroadcast`, and for
+//! hardware GPUs 64 x 64 workgroup-memory tiles (`*_tiled.wgsl`).
 
 use super::conv2d::Conv2dShape;
 use crate::gpu::{Dispatch, Gpu, KernelFamily, TensorView, grid_1d};
