@@ -60,6 +60,54 @@ fn profile(gpu: &Gpu, dispatches: &[Dispatch]) -> Result<BTreeMap<String, f64>> 
     Ok(by_kind)
 }
 
+/// Floating-point operations (2 per multiply-add) of the profiled op kinds
+/// whose arithmetic is known from the graph, for `batch` images: the
+/// convolutions and attention products, forward and backward. The keys are
+/// the dispatch labels of src/model/plan.rs and src/train/plan.rs; the conv
+/// input gradient skips convolutions of the model input (conv_in), which
+/// needs none.
+fn flops_by_kind(graph: &petal::model::graph::Graph, batch: u32) -> BTreeMap<&'static str, f64> {
+    use petal::model::graph::Op;
+    let mut f: BTreeMap<&'static str, f64> = BTreeMap::new();
+    for op in &graph.ops {
+        match op {
+            Op::Conv2d { x, shape, .. } => {
+                let flop = 2.0 * petal::kernels::Conv2dShape { batch, ..*shape }.macs() as f64;
+                *f.entry("conv2d").or_default() += flop;
+                *f.entry("conv_backward_weight").or_default() += flop;
+                if *x != graph.sample {
+                    *f.entry("conv_backward_input").or_default() += flop;
+                }
+            }
+            Op::Matmul { desc, .. } => {
+                let flop = 2.0 * batch as f64 * (desc.m as u64 * desc.n as u64 * desc.k as u64 * desc.inner as u64) as f64;
+                for kind in ["matmul", "matmul_backward_a", "matmul_backward_b"] {
+                    *f.entry(kind).or_default() += flop;
+                }
+            }
+            _ => {}
+        }
+    }
+    f
+}
+
+/// Prints a profile (seconds per op kind) with GFLOP/s where the arithmetic
+/// is known, and returns the GFLOP/s for the JSON.
+fn report_profile(p: &BTreeMap<String, f64>, flops: &BTreeMap<&'static str, f64>) -> BTreeMap<String, f64> {
+    let mut gflops = BTreeMap::new();
+    for (k, v) in p {
+        match flops.get(k.as_str()) {
+            Some(f) if *v > 0.0 => {
+                let g = f / v / 1e9;
+                eprintln!("{k:>40}: {v:.4} s  {g:8.1} GFLOP/s");
+                gflops.insert(k.clone(), g);
+            }
+            _ => eprintln!("{k:>40}: {v:.4} s"),
+        }
+    }
+    gflops
+}
+
 pub fn run(gpu: Arc<Gpu>, o: &BenchOptions) -> Result<serde_json::Value> {
     let graph = build_graph(&o.config);
     let weights = petal::train::init::init_weights(&graph, 0);
@@ -90,10 +138,9 @@ pub fn run(gpu: Arc<Gpu>, o: &BenchOptions) -> Result<serde_json::Value> {
         out[format!("forward_b{b}_activation_mib")] = (plan.activation_bytes() as f64 / (1u64 << 20) as f64).into();
         if o.profile {
             let p = profile(&gpu, &plan.dispatches)?;
-            for (k, v) in &p {
-                eprintln!("  {k:>24}: {v:.4} s");
-            }
+            let g = report_profile(&p, &flops_by_kind(&graph, b));
             out[format!("forward_b{b}_profile_s")] = serde_json::to_value(p)?;
+            out[format!("forward_b{b}_profile_gflops")] = serde_json::to_value(g)?;
         }
     }
     let sched = SchedulerConfig::default();
@@ -167,10 +214,9 @@ pub fn run(gpu: Arc<Gpu>, o: &BenchOptions) -> Result<serde_json::Value> {
         out[format!("train_b{b}_gpu_mib")] = mib.into();
         if o.profile {
             let p = profile(&gpu, plan.dispatches())?;
-            for (k, v) in &p {
-                eprintln!("{k:>40}: {v:.4} s");
-            }
+            let g = report_profile(&p, &flops_by_kind(&graph, b));
             out[format!("train_b{b}_profile_s")] = serde_json::to_value(p)?;
+            out[format!("train_b{b}_profile_gflops")] = serde_json::to_value(g)?;
         }
     }
     Ok(out)
