@@ -28,19 +28,15 @@ const S: u32 = {{S}}u;
 const UP: u32 = {{UP}}u;  // 1: the forward read x nearest-upsampled 2x
 const KK: u32 = K * K;
 const NL: u32 = 1u << UP;  // logical positions per stored row / column
-const BM: u32 = 64u;
-const BN: u32 = 64u;
-const BK: u32 = 16u;
 
 @group(0) @binding(0) var<uniform> p: Params;
 @group(0) @binding(1) var<storage, read> dy: array<f32>;
 @group(0) @binding(2) var<storage, read> wt: array<f32>;
 @group(0) @binding(3) var<storage, read_write> dx: array<f32>;
 
-// As[k][m / 4]: weights, so that an invocation reads its 4 input channels as
-// one vec4. Bs[k][n]: the gathered dy block.
-var<workgroup> As: array<vec4<f32>, 256>; // BK * BM / 4
-var<workgroup> Bs: array<f32, 1024>;      // BK * BN
+// BM, BN, BK, tile_multiply, and the staged blocks: As the weights (4 input
+// channels per vec4), Bs the gathered dy block.
+// #include "snippets/tile64.wgsl"
 
 // dy at output coordinate t = l + pad - k along one dimension: the output
 // index, or -1 when t falls between strided outputs or outside 0..n.
@@ -120,14 +116,7 @@ fn main(
             }
             Bs[kr * BN + bn] = select(0.0, v, n_ok && k < k_total);
         }
-        workgroupBarrier();
-        for (var kk = 0u; kk < BK; kk++) {
-            let a = As[kk * (BM / 4u) + lid.y];
-            for (var j = 0u; j < 4u; j++) {
-                acc[j] += a * Bs[kk * BN + lid.x + 16u * j];
-            }
-        }
-        workgroupBarrier();
+        tile_multiply(&acc, lid);
     }
 
     for (var j = 0u; j < 4u; j++) {

@@ -25,19 +25,15 @@ struct Params {
 const K: u32 = {{K}}u;
 const S: u32 = {{S}}u;
 const KK: u32 = K * K;
-const BM: u32 = 64u;
-const BN: u32 = 64u;
-const BK: u32 = 16u;
 
 @group(0) @binding(0) var<uniform> p: Params;
 @group(0) @binding(1) var<storage, read> dy: array<f32>;
 @group(0) @binding(2) var<storage, read> x: array<f32>;
 @group(0) @binding(3) var<storage, read_write> out: array<f32>;
 
-// As[k][m / 4]: dy, so that an invocation reads its 4 channels as one vec4.
-// Bs[k][n]: the im2col block of x.
-var<workgroup> As: array<vec4<f32>, 256>; // BK * BM / 4
-var<workgroup> Bs: array<f32, 1024>;      // BK * BN
+// BM, BN, BK, tile_multiply, and the staged blocks: As dy (4 output
+// channels per vec4), Bs the im2col block of x.
+// #include "snippets/tile64.wgsl"
 
 @compute @workgroup_size(16, 16)
 fn main(
@@ -103,14 +99,7 @@ fn main(
             let sx = u32(clamp(ix, 0, win - 1)) >> up;
             Bs[kr * BN + bn] = select(0.0, x[(b * p.cin + ci) * plane + sy * p.w + sx], inside);
         }
-        workgroupBarrier();
-        for (var kk = 0u; kk < BK; kk++) {
-            let a = As[kk * (BM / 4u) + lid.y];
-            for (var j = 0u; j < 4u; j++) {
-                acc[j] += a * Bs[kk * BN + lid.x + 16u * j];
-            }
-        }
-        workgroupBarrier();
+        tile_multiply(&acc, lid);
     }
 
     let obase = wid.z * p.cout * n_total;

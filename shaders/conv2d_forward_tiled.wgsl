@@ -27,9 +27,6 @@ const HAS_RESIDUAL: u32 = 4u;
 
 const K: u32 = {{K}}u;  // kernel size (a constant so that k -> (ci, ky, kx) divides by constants)
 const KK: u32 = K * K;
-const BM: u32 = 64u;
-const BN: u32 = 64u;
-const BK: u32 = 16u;
 
 @group(0) @binding(0) var<uniform> p: Params;
 @group(0) @binding(1) var<storage, read> x: array<{{X_T}}>;
@@ -42,10 +39,9 @@ const BK: u32 = 16u;
 @group(0) @binding(5) var<storage, read> residual: array<{{R_T}}>;
 @group(0) @binding(6) var<storage, read_write> y: array<{{Y_T}}>;
 
-// As[k][m / 4]: weights, transposed so that an invocation reads its 4
-// channels as one vec4. Bs[k][n]: the im2col block.
-var<workgroup> As: array<vec4<f32>, 256>; // BK * BM / 4
-var<workgroup> Bs: array<f32, 1024>;      // BK * BN
+// BM, BN, BK, tile_multiply, and the staged blocks: As the weights (4
+// output channels per vec4), Bs the im2col block of x.
+// #include "snippets/tile64.wgsl"
 
 @compute @workgroup_size(16, 16)
 fn main(
@@ -109,14 +105,7 @@ fn main(
             let idx = xbase + min(ci, p.cin - 1u) * plane + sy * p.w + sx;
             Bs[kr * BN + bn] = select(0.0, f32(x[idx]), inside);
         }
-        workgroupBarrier();
-        for (var kk = 0u; kk < BK; kk++) {
-            let a = As[kk * (BM / 4u) + lid.y];
-            for (var j = 0u; j < 4u; j++) {
-                acc[j] += a * Bs[kk * BN + lid.x + 16u * j];
-            }
-        }
-        workgroupBarrier();
+        tile_multiply(&acc, lid);
     }
 
     for (var j = 0u; j < 4u; j++) {

@@ -11,7 +11,7 @@
 //!
 //! Activation tensors name their element type with a placeholder ending in
 //! `_T` (`array<{{X_T}}>`, read as `f32(x[i])`, written as `y[o] = {{Y_T}}(v)`),
-//! filled by [`crate::kernels::act`] from the tensor's [`Dtype`](crate::gpu::Dtype):
+//! filled by [`crate::kernels::act_type`] from the tensor's [`Dtype`](crate::gpu::Dtype):
 //! `f32`, or `f16` where the adapter offers `SHADER_F16`. When any of them is
 //! `f16` the rendered source starts with `enable f16;`; arithmetic stays f32.
 
@@ -66,6 +66,7 @@ pub const SNIPPETS: &[(&str, &str)] = &[
     ("snippets/weights_f32.wgsl", include_str!("../shaders/snippets/weights_f32.wgsl")),
     ("snippets/weights_f16.wgsl", include_str!("../shaders/snippets/weights_f16.wgsl")),
     ("snippets/weights_i8.wgsl", include_str!("../shaders/snippets/weights_i8.wgsl")),
+    ("snippets/tile64.wgsl", include_str!("../shaders/snippets/tile64.wgsl")),
 ];
 
 pub fn source(name: &str) -> Option<&'static str> {
