@@ -80,7 +80,7 @@ fn flops_by_kind(graph: &petal::model::graph::Graph, batch: u32) -> BTreeMap<&'s
                 }
             }
             Op::Matmul { desc, .. } => {
-                let flop = 2.0 * batch as f64 * (desc.m as u64 * desc.n as u64 * desc.k as u64 * desc.inner as u64) as f64;
+                let flop = 2.0 * batch as f64 * desc.macs_per_outer() as f64;
                 for kind in ["matmul", "matmul_backward_a", "matmul_backward_b"] {
                     *f.entry(kind).or_default() += flop;
                 }

@@ -224,6 +224,32 @@ pub fn conv2d_backward_input_with(
     ensure!(w.len == s.weight_len(), "{label}: w has {} values, shape wants {}", w.len, s.weight_len());
     ensure!(w.dtype == crate::gpu::Dtype::F32, "{label}: training needs f32 weights, not {}", w.dtype.name());
     let (ho, wo) = s.out_hw();
+    if layout.kernel == Conv2dBackwardKernel::Tiled {
+        ensure!(
+            (layout.tm, layout.tn) == (TILED_BM, TILED_BN),
+            "{label}: the tiled kernel computes {TILED_BM} x {TILED_BN} tiles, not {layout:?}"
+        );
+        let params = TiledInputParams {
+            batch: s.batch,
+            cin: s.cin,
+            h: s.h,
+            w: s.w,
+            cout: s.cout,
+            ho,
+            wo,
+            accumulate: accumulate as u32,
+            pad_top: s.pad[0],
+            pad_left: s.pad[1],
+            inv_div: inv_div(out_div),
+            _pad0: 0,
+        };
+        let key = crate::shaders::key("conv2d_backward_input_tiled")
+            .define("K", s.ksize)
+            .define("S", s.stride)
+            .define("UP", s.upsample as u32);
+        let grid = [(s.batch * s.h * s.w).div_ceil(TILED_BN), s.cin.div_ceil(TILED_BM), 1];
+        return gpu.dispatch(label, &key, &params, &[dy, w, dx], grid);
+    }
     let py = dim_plan(s, s.pad[0]);
     let px = dim_plan(s, s.pad[1]);
     let (sub_h, sub_w) = (s.h.div_ceil(py.phases), s.w.div_ceil(px.phases));
@@ -270,32 +296,7 @@ pub fn conv2d_backward_input_with(
             let grid = [segs.div_ceil(64), s.cin.div_ceil(tm), phases];
             gpu.dispatch(label, &key("conv2d_backward_input", tm, tn), &params, &buffers, grid)
         }
-        Conv2dBackwardKernel::Tiled => {
-            ensure!(
-                (tm, tn) == (TILED_BM, TILED_BN),
-                "{label}: the tiled kernel computes {TILED_BM} x {TILED_BN} tiles, not {layout:?}"
-            );
-            let params = TiledInputParams {
-                batch: s.batch,
-                cin: s.cin,
-                h: s.h,
-                w: s.w,
-                cout: s.cout,
-                ho,
-                wo,
-                accumulate: accumulate as u32,
-                pad_top: s.pad[0],
-                pad_left: s.pad[1],
-                inv_div: inv_div(out_div),
-                _pad0: 0,
-            };
-            let key = crate::shaders::key("conv2d_backward_input_tiled")
-                .define("K", s.ksize)
-                .define("S", s.stride)
-                .define("UP", s.upsample as u32);
-            let grid = [(s.batch * s.h * s.w).div_ceil(TILED_BN), s.cin.div_ceil(TILED_BM), 1];
-            gpu.dispatch(label, &key, &params, &buffers, grid)
-        }
+        Conv2dBackwardKernel::Tiled => unreachable!("returned above"),
         Conv2dBackwardKernel::Subgroup => {
             ensure!(super::subgroups_of_8(gpu), "{label}: the subgroup kernel needs subgroups of 8 lanes");
             ensure!(tm % 8 == 0, "{label}: {layout:?}: tm must be a multiple of 8");

@@ -43,6 +43,14 @@ pub struct MatmulDesc {
     pub accumulate: bool,
 }
 
+impl MatmulDesc {
+    /// Multiply-adds of the `inner` products of one `outer` index (m x n x k
+    /// each): per image, where `outer` is the batch (the UNet's attention).
+    pub fn macs_per_outer(&self) -> u64 {
+        self.m as u64 * self.n as u64 * self.k as u64 * self.inner as u64
+    }
+}
+
 #[repr(C)]
 #[derive(Clone, Copy, bytemuck::Pod, bytemuck::Zeroable)]
 struct Params {

@@ -143,7 +143,7 @@ impl Graph {
             .map(|op| match op {
                 Op::Conv2d { shape, .. } => Conv2dShape { batch: 1, ..*shape }.macs(),
                 Op::Linear { in_features, out_features, .. } => *in_features as u64 * *out_features as u64,
-                Op::Matmul { desc, .. } => desc.m as u64 * desc.n as u64 * desc.k as u64 * desc.inner as u64,
+                Op::Matmul { desc, .. } => desc.macs_per_outer(),
                 _ => 0,
             })
             .sum()
