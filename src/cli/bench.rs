@@ -63,7 +63,7 @@ fn profile(gpu: &Gpu, dispatches: &[Dispatch]) -> Result<BTreeMap<String, f64>> 
 /// Floating-point operations (2 per multiply-add) of the profiled op kinds
 /// whose arithmetic is known from the graph, for `batch` images: the
 /// convolutions and attention products, forward and backward. The keys are
-/// the dispatch labels of src/model/plan.rs and src/train/plan.rs; the conv
+/// the dispatch labels of src/model/record.rs; the conv
 /// input gradient skips convolutions of the model input (conv_in), which
 /// needs none.
 fn flops_by_kind(graph: &petal::model::graph::Graph, batch: u32) -> BTreeMap<&'static str, f64> {

@@ -5,6 +5,7 @@ pub mod folder;
 pub mod graph;
 pub mod plan;
 pub mod precision;
+pub mod record;
 pub mod unet;
 pub mod weights;
 

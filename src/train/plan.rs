@@ -1,6 +1,7 @@
 //! A training step recorded for one batch size: the forward pass, the loss,
 //! the backward pass (the forward op list walked in reverse), the gradient
-//! norm and clipping, AdamW and the EMA, all in one submission.
+//! norm and clipping, AdamW and the EMA, all in one submission. Each op's
+//! backward dispatches come from [`crate::model::record`], beside its forward.
 //!
 //! Activation gradients live in buffers reused by liveness: a tensor's
 //! gradient exists from the backward of its last reader to the backward of
@@ -8,9 +9,9 @@
 //! written (=), later ones are accumulated (+=), so nothing is zeroed.
 
 use crate::gpu::{Dispatch, Gpu, TensorView};
-use crate::kernels::{self, ChannelSlice, Conv2dShape, MatmulDesc, Operand, optim};
-use crate::model::graph::{Graph, Op, Tid};
-use crate::model::{ForwardPlan, ParamStore, UNetConfig};
+use crate::kernels::optim;
+use crate::model::graph::{Graph, Tid};
+use crate::model::{ForwardPlan, ParamStore, UNetConfig, record};
 use anyhow::{Context, Result, bail};
 use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
@@ -139,8 +140,18 @@ impl TrainPlan {
             let y = op.output();
             let dy = act_grads[y].clone().with_context(|| format!("no gradient reaches {}", graph.tensors[y].name))?;
             let mut acc = |t: Tid, off: u32| !written.insert((t, off));
-            let ctx = BackCtx { gpu: &gpu, graph, fwd: &forward, params: &params, grads: &grads, act_grads: &act_grads, batch, no_grad: &no_grad, scratch: &scratch };
-            let ds = op_backward(&ctx, op, &dy, &mut acc)
+            let ctx = record::BackwardCtx {
+                gpu: &gpu,
+                t: &forward.views,
+                params: &params,
+                grads: &grads,
+                act_grads: &act_grads,
+                batch,
+                no_grad: &no_grad,
+                group_norm_scratch: &scratch.group_norm,
+                conv_weight_scratch: &scratch.conv_weight,
+            };
+            let ds = record::backward(&ctx, op, &dy, &mut acc)
                 .with_context(|| format!("recording the backward of {}", crate::model::plan::op_label(graph, op)))?;
             dispatches.extend(ds);
             // The output's gradient is consumed: its buffer can be reused.
@@ -253,19 +264,13 @@ fn scratch_bytes(gpu: &Gpu, graph: &Graph, batch: u32) -> u64 {
     gn.max(cw) as u64 * 4
 }
 
-/// Elements of the two scratch buffers of a batch: (group norm, conv weight gradient).
+/// Elements of the two scratch buffers of a batch: (group norm, conv weight
+/// gradient), each the largest any op needs.
 fn scratch_lens(gpu: &Gpu, graph: &Graph, batch: u32) -> (usize, usize) {
-    let (mut gn, mut cw) = (1, 1);
-    for op in &graph.ops {
-        match op {
-            Op::GroupNorm { channels, .. } => gn = gn.max(kernels::group_norm_backward_scratch_len(batch, *channels)),
-            Op::Conv2d { shape, .. } => {
-                cw = cw.max(kernels::conv2d_backward_weight_scratch_len(gpu, &Conv2dShape { batch, ..*shape }))
-            }
-            _ => {}
-        }
-    }
-    (gn, cw)
+    graph.ops.iter().fold((1, 1), |(gn, cw), op| {
+        let (g, c) = record::backward_scratch_lens(gpu, op, batch);
+        (gn.max(g), cw.max(c))
+    })
 }
 
 impl Scratch {
@@ -274,108 +279,4 @@ impl Scratch {
         let buf = |label, n: usize| TensorView::whole(gpu.storage_buffer(label, n as u64 * 4));
         Scratch { group_norm: buf("group norm scratch", gn), conv_weight: buf("conv weight-gradient scratch", cw) }
     }
-}
-
-struct BackCtx<'a> {
-    gpu: &'a Gpu,
-    graph: &'a Graph,
-    fwd: &'a ForwardPlan,
-    params: &'a ParamStore,
-    grads: &'a ParamStore,
-    act_grads: &'a [Option<TensorView>],
-    batch: u32,
-    no_grad: &'a HashSet<Tid>,
-    scratch: &'a Scratch,
-}
-
-impl BackCtx<'_> {
-    fn grad(&self, t: Tid) -> Option<&TensorView> {
-        if self.no_grad.contains(&t) { None } else { self.act_grads[t].as_ref() }
-    }
-}
-
-/// The dispatches of one op's backward. `acc(t, offset)` says whether a
-/// contribution to that gradient region accumulates (true) or writes.
-fn op_backward(c: &BackCtx, op: &Op, dy: &TensorView, acc: &mut dyn FnMut(Tid, u32) -> bool) -> Result<Vec<Dispatch>> {
-    let (gpu, t, p, g, batch) = (c.gpu, &c.fwd.views, c.params, c.grads, c.batch);
-    let mut out = Vec::new();
-    match op {
-        Op::Linear { x, w, b, in_features, out_features, silu_input, .. } => {
-            let dx = c.grad(*x);
-            let accumulate = dx.is_some() && acc(*x, 0);
-            out.extend(kernels::linear_backward(
-                gpu, "linear_backward", dx, &g.span(w), &g.span(b), dy, &t[*x], &p.span(w),
-                batch, *in_features, *out_features, *silu_input, accumulate,
-            )?);
-        }
-        Op::Conv2d { x, w, b, shape, temb, residual, out_div, .. } => {
-            let s = Conv2dShape { batch, ..*shape };
-            let dtemb = match temb {
-                Some((tt, stride, off)) => {
-                    let a = acc(*tt, *off);
-                    if a {
-                        bail!("a time-embedding slice has two readers");
-                    }
-                    Some((c.grad(*tt).context("time embedding gradient")?, *stride, *off))
-                }
-                None => None,
-            };
-            out.push(kernels::conv2d_backward_bias(gpu, "conv_backward_bias", &g.span(b), dtemb, dy, &s, *out_div)?);
-            if let Some(r) = residual {
-                if let Some(dr) = c.grad(*r) {
-                    let a = acc(*r, 0);
-                    out.push(kernels::scale_add(gpu, "residual_backward", dr, dy, 1.0 / *out_div, a)?);
-                }
-            }
-            let scratch = (kernels::conv2d_backward_weight_scratch_len(gpu, &s) > 0).then_some(&c.scratch.conv_weight);
-            out.extend(kernels::conv2d_backward_weight(gpu, "conv_backward_weight", &g.span(w), scratch, dy, &t[*x], &s, *out_div)?);
-            if let Some(dx) = c.grad(*x) {
-                let a = acc(*x, 0);
-                out.push(kernels::conv2d_backward_input(gpu, "conv_backward_input", dx, dy, &p.span(w), &s, *out_div, a)?);
-            }
-        }
-        Op::GroupNorm { stats, x, gamma, beta, channels, hw, groups, silu, .. } => {
-            let dx = c.grad(*x).context("group norm input gradient")?;
-            let a = acc(*x, 0);
-            out.extend(kernels::group_norm_backward(
-                gpu, "group_norm_backward", dx, &g.views[*gamma], &g.views[*beta], &c.scratch.group_norm, dy, &t[*x],
-                &t[*stats], &p.views[*gamma], &p.views[*beta], batch, *channels, *hw, *groups, *silu, a,
-            )?);
-        }
-        Op::Matmul { a, b, desc, .. } => {
-            let d = MatmulDesc { outer: batch, ..*desc };
-            let transpose = |o: &Operand| Operand { row_stride: o.col_stride, col_stride: o.row_stride, ..*o };
-            // dA (m, k) = alpha dC B^T
-            if let Some(da) = c.grad(*a) {
-                let accumulate = acc(*a, desc.a.offset);
-                let dd = MatmulDesc { m: d.m, n: d.k, k: d.n, a: d.c, b: transpose(&d.b), c: d.a, accumulate, ..d };
-                out.push(kernels::matmul(gpu, "matmul_backward_a", da, dy, &t[*b], &dd)?);
-            }
-            // dB (k, n) = alpha A^T dC
-            if let Some(db) = c.grad(*b) {
-                let accumulate = acc(*b, desc.b.offset);
-                let dd = MatmulDesc { m: d.k, n: d.n, k: d.m, a: transpose(&d.a), b: d.c, c: d.b, accumulate, ..d };
-                out.push(kernels::matmul(gpu, "matmul_backward_b", db, &t[*a], dy, &dd)?);
-            }
-        }
-        Op::Softmax { y, x, rows, n } => {
-            let dx = c.grad(*x).context("softmax input gradient")?;
-            if acc(*x, 0) {
-                bail!("softmax scores have two readers");
-            }
-            out.push(kernels::softmax_backward(gpu, "softmax_backward", dx, dy, &t[*y], rows * batch, *n)?);
-        }
-        Op::Concat { a, b, ca, cb, hw, .. } => {
-            let total = ca + cb;
-            for (src, ch, off) in [(*a, *ca, 0), (*b, *cb, *ca)] {
-                if let Some(d) = c.grad(src) {
-                    let accumulate = acc(src, 0);
-                    let (dst_slice, src_slice) = (ChannelSlice { total: ch, offset: 0 }, ChannelSlice { total, offset: off });
-                    out.push(kernels::copy_channel_slice(gpu, "concat_backward", d, dst_slice, dy, src_slice, batch, ch, *hw, accumulate)?);
-                }
-            }
-        }
-    }
-    let _ = c.graph;
-    Ok(out)
 }
