@@ -51,6 +51,9 @@ const NCOL: u32 = (TN - 1u) * SD + T;
 @group(0) @binding(2) var<storage, read> wt: array<f32>;
 @group(0) @binding(3) var<storage, read_write> dx: array<f32>;
 
+// broadcast8, dot8: one lane's value handed to all 8.
+// #include "snippets/broadcast8.wgsl"
+
 // The kernel index of fold a of effective tap t (MODE 0 and 1), which may
 // be out of range (a tap that does not reach this dx pixel).
 fn ktap(t: u32, a: u32) -> i32 {
@@ -157,25 +160,12 @@ fn main(
             }
             for (var tx = 0u; tx < T; tx++) {
                 for (var i = 0u; i < MI; i++) {
-                    let v = wl[i][ty][tx];
-                    let w0 = subgroupBroadcast(v, 0u);
-                    let w1 = subgroupBroadcast(v, 1u);
-                    let w2 = subgroupBroadcast(v, 2u);
-                    let w3 = subgroupBroadcast(v, 3u);
-                    let w4 = subgroupBroadcast(v, 4u);
-                    let w5 = subgroupBroadcast(v, 5u);
-                    let w6 = subgroupBroadcast(v, 6u);
-                    let w7 = subgroupBroadcast(v, 7u);
+                    let w = broadcast8(wl[i][ty][tx]);
                     for (var j = 0u; j < TN; j++) {
                         let yv = yr[j * SD + tx];
-                        acc[8u * i + 0u][j] += w0 * yv;
-                        acc[8u * i + 1u][j] += w1 * yv;
-                        acc[8u * i + 2u][j] += w2 * yv;
-                        acc[8u * i + 3u][j] += w3 * yv;
-                        acc[8u * i + 4u][j] += w4 * yv;
-                        acc[8u * i + 5u][j] += w5 * yv;
-                        acc[8u * i + 6u][j] += w6 * yv;
-                        acc[8u * i + 7u][j] += w7 * yv;
+                        for (var l = 0u; l < 8u; l++) {
+                            acc[8u * i + l][j] += w[l] * yv;
+                        }
                     }
                 }
             }

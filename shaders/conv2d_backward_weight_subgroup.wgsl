@@ -42,6 +42,9 @@ const NCOL: u32 = 7u * S + K; // input columns a segment of 8 pixels reads
 @group(0) @binding(2) var<storage, read> x: array<f32>;
 @group(0) @binding(3) var<storage, read_write> out: array<f32>;
 
+// broadcast8, dot8: one lane's value handed to all 8.
+// #include "snippets/broadcast8.wgsl"
+
 // One logical input row (zero outside the input) under an 8-pixel segment:
 // columns ix0 .. ix0 + NCOL of row iy of the plane that starts at base.
 fn load_row(base: u32, iy: i32, ix0: i32) -> array<f32, NCOL> {
@@ -128,23 +131,16 @@ fn main(
                 dyl[m] = select(0.0, dy[ybase + co * plane_out], pix_ok);
             }
             for (var m = 0u; m < TM; m++) {
-                let v = dyl[m];
-                let d0 = subgroupBroadcast(v, 0u);
-                let d1 = subgroupBroadcast(v, 1u);
-                let d2 = subgroupBroadcast(v, 2u);
-                let d3 = subgroupBroadcast(v, 3u);
-                let d4 = subgroupBroadcast(v, 4u);
-                let d5 = subgroupBroadcast(v, 5u);
-                let d6 = subgroupBroadcast(v, 6u);
-                let d7 = subgroupBroadcast(v, 7u);
+                let d = broadcast8(dyl[m]);
                 for (var c = 0u; c < TC; c++) {
                     for (var ky = 0u; ky < K; ky++) {
                         for (var kx = 0u; kx < K; kx++) {
-                            let r = &xr[c][ky];
-                            acc[m][c][ky][kx] += d0 * (*r)[kx] + d1 * (*r)[S + kx]
-                                + d2 * (*r)[2u * S + kx] + d3 * (*r)[3u * S + kx]
-                                + d4 * (*r)[4u * S + kx] + d5 * (*r)[5u * S + kx]
-                                + d6 * (*r)[6u * S + kx] + d7 * (*r)[7u * S + kx];
+                            // Lane l's pixel reads x at column l * S + kx of the row.
+                            var u: array<f32, 8>;
+                            for (var l = 0u; l < 8u; l++) {
+                                u[l] = xr[c][ky][l * S + kx];
+                            }
+                            acc[m][c][ky][kx] += dot8(d, u);
                         }
                     }
                 }

@@ -14,28 +14,15 @@
 // (see shaders/snippets/weights_*.wgsl); arithmetic is f32.
 // petal:trusted (indices are clamped or guarded by sizes its Rust wrapper checks; loops are finite)
 
-struct Params {
-    batch: u32, cin: u32, h: u32, w: u32,
-    cout: u32, ho: u32, wo: u32, ksize: u32,
-    stride: u32, pad_top: u32, pad_left: u32, upsample: u32,
-    temb_stride: u32, temb_offset: u32, flags: u32, out_div: f32,
-}
-
-const HAS_BIAS: u32 = 1u;
-const HAS_TEMB: u32 = 2u;
-const HAS_RESIDUAL: u32 = 4u;
+// Params p, the epilogue operands (bias, temb, residual, y), channel_add and finish.
+// #include "snippets/conv2d_epilogue.wgsl"
 const TM: u32 = {{TM}}u;
 
 // w_at, w_scale: wt in its stored format (f32, f16 or int8).
 // #include "snippets/weights_{{WEIGHTS}}.wgsl"
 
-@group(0) @binding(0) var<uniform> p: Params;
 @group(0) @binding(1) var<storage, read> x: array<{{X_T}}>;
 @group(0) @binding(2) var<storage, read> wt: array<WWord>;
-@group(0) @binding(3) var<storage, read> bias: array<f32>;
-@group(0) @binding(4) var<storage, read> temb: array<f32>;
-@group(0) @binding(5) var<storage, read> residual: array<{{R_T}}>;
-@group(0) @binding(6) var<storage, read_write> y: array<{{Y_T}}>;
 
 @compute @workgroup_size(64)
 fn main(@builtin(global_invocation_id) gid: vec3<u32>) {
@@ -98,25 +85,12 @@ fn main(@builtin(global_invocation_id) gid: vec3<u32>) {
             break;
         }
         let scale = w_scale(co, p.cout * wrow);
-        var add = 0.0;
-        if ((p.flags & HAS_BIAS) != 0u) {
-            add += bias[co];
-        }
-        if ((p.flags & HAS_TEMB) != 0u) {
-            add += temb[b * p.temb_stride + p.temb_offset + co];
-        }
+        let add = channel_add(co, b);
         for (var j = 0u; j < 4u; j++) {
             if (!live[j]) {
                 continue;
             }
-            let o = (b * p.cout + co) * hw + p0 + j;
-            var v = acc[t][j] * scale + add;
-            if ((p.flags & HAS_RESIDUAL) != 0u) {
-                v = (v + f32(residual[o])) / p.out_div;
-            } else {
-                v = v / p.out_div;
-            }
-            y[o] = {{Y_T}}(v);
+            finish((b * p.cout + co) * hw + p0 + j, acc[t][j] * scale + add);
         }
     }
 }

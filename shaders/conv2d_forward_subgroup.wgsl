@@ -33,16 +33,8 @@
 // the SUBGROUP feature.
 // petal:trusted (indices are clamped or guarded by sizes its Rust wrapper checks; loops are finite)
 
-struct Params {
-    batch: u32, cin: u32, h: u32, w: u32,
-    cout: u32, ho: u32, wo: u32, ksize: u32,
-    stride: u32, pad_top: u32, pad_left: u32, upsample: u32,
-    temb_stride: u32, temb_offset: u32, flags: u32, out_div: f32,
-}
-
-const HAS_BIAS: u32 = 1u;
-const HAS_TEMB: u32 = 2u;
-const HAS_RESIDUAL: u32 = 4u;
+// Params p, the epilogue operands (bias, temb, residual, y), channel_add and finish.
+// #include "snippets/conv2d_epilogue.wgsl"
 
 const TM: u32 = {{TM}}u;   // output channels per lane
 const NB: u32 = {{NB}}u;   // images per block
@@ -56,7 +48,6 @@ const UP: u32 = {{UP}}u;   // 1: read x nearest-upsampled 2x
 const R0OFF: i32 = {{R0OFF}};
 const C0OFF: i32 = {{C0OFF}};
 
-@group(0) @binding(0) var<uniform> p: Params;
 @group(0) @binding(1) var<storage, read> x: array<{{X_T}}>;
 @group(0) @binding(2) var<storage, read> wt: array<WWord>;
 
@@ -64,31 +55,6 @@ const C0OFF: i32 = {{C0OFF}};
 // formats load a channel's 3x3 taps with fewer loads (w_at9), and loads are
 // what this kernel pays for.
 // #include "snippets/weights_{{WEIGHTS}}.wgsl"
-@group(0) @binding(3) var<storage, read> bias: array<f32>;
-@group(0) @binding(4) var<storage, read> temb: array<f32>;
-@group(0) @binding(5) var<storage, read> residual: array<{{R_T}}>;
-@group(0) @binding(6) var<storage, read_write> y: array<{{Y_T}}>;
-
-// bias[co] + temb[b, temb_offset + co], the per-channel part of the epilogue.
-fn channel_add(co: u32, b: u32) -> f32 {
-    var add = 0.0;
-    if ((p.flags & HAS_BIAS) != 0u) {
-        add += bias[co];
-    }
-    if ((p.flags & HAS_TEMB) != 0u) {
-        add += temb[b * p.temb_stride + p.temb_offset + co];
-    }
-    return add;
-}
-
-// Stores output element o: y[o] = (v + residual[o]) / out_div.
-fn finish(o: u32, v: f32) {
-    var r = v;
-    if ((p.flags & HAS_RESIDUAL) != 0u) {
-        r += f32(residual[o]);
-    }
-    y[o] = {{Y_T}}(r / p.out_div);
-}
 
 // Stores output pixel (oy, ox) of the plane at ob, when it is inside y.
 fn put(ob: u32, oy: u32, ox: u32, v: f32) {

@@ -14,30 +14,17 @@
 // f32, f16 or int8 (shaders/snippets/weights_*.wgsl); arithmetic is f32.
 // petal:trusted (indices are clamped or guarded by sizes its Rust wrapper checks; loops are finite)
 
-struct Params {
-    batch: u32, cin: u32, h: u32, w: u32,
-    cout: u32, ho: u32, wo: u32, ksize: u32,
-    stride: u32, pad_top: u32, pad_left: u32, upsample: u32,
-    temb_stride: u32, temb_offset: u32, flags: u32, out_div: f32,
-}
-
-const HAS_BIAS: u32 = 1u;
-const HAS_TEMB: u32 = 2u;
-const HAS_RESIDUAL: u32 = 4u;
+// Params p, the epilogue operands (bias, temb, residual, y), channel_add and finish.
+// #include "snippets/conv2d_epilogue.wgsl"
 
 const K: u32 = {{K}}u;  // kernel size (a constant so that k -> (ci, ky, kx) divides by constants)
 const KK: u32 = K * K;
 
-@group(0) @binding(0) var<uniform> p: Params;
 @group(0) @binding(1) var<storage, read> x: array<{{X_T}}>;
 @group(0) @binding(2) var<storage, read> wt: array<WWord>;
 
 // w_at, w_scale: wt in its stored format (f32, f16 or int8).
 // #include "snippets/weights_{{WEIGHTS}}.wgsl"
-@group(0) @binding(3) var<storage, read> bias: array<f32>;
-@group(0) @binding(4) var<storage, read> temb: array<f32>;
-@group(0) @binding(5) var<storage, read> residual: array<{{R_T}}>;
-@group(0) @binding(6) var<storage, read_write> y: array<{{Y_T}}>;
 
 // BM, BN, BK, tile_multiply, and the staged blocks: As the weights (4
 // output channels per vec4), Bs the im2col block of x.
@@ -120,18 +107,7 @@ fn main(
             if (co >= p.cout) {
                 continue;
             }
-            var v = acc[j][i] * w_scale(co, p.cout * k_total);
-            if ((p.flags & HAS_BIAS) != 0u) {
-                v += bias[co];
-            }
-            if ((p.flags & HAS_TEMB) != 0u) {
-                v += temb[b * p.temb_stride + p.temb_offset + co];
-            }
-            let o = (b * p.cout + co) * hw + pn;
-            if ((p.flags & HAS_RESIDUAL) != 0u) {
-                v += f32(residual[o]);
-            }
-            y[o] = {{Y_T}}(v / p.out_div);
+            finish((b * p.cout + co) * hw + pn, acc[j][i] * w_scale(co, p.cout * k_total) + channel_add(co, b));
         }
     }
 }

@@ -27,6 +27,9 @@ const TI: u32 = {{TI}}u;
 @group(0) @binding(3) var<storage, read> w: array<f32>;
 @group(0) @binding(4) var<storage, read_write> dx: array<f32>;
 
+// broadcast8, dot8: one lane's value handed to all 8.
+// #include "snippets/broadcast8.wgsl"
+
 @compute @workgroup_size(8)
 fn main(
     @builtin(workgroup_id) wid: vec3<u32>,
@@ -59,26 +62,17 @@ fn main(
             dyl[b] = select(0.0, dy[brow[b] + ol], o_ok);
         }
         // Rows o0 .. o0 + 8 of w at this lane's inputs (zero past the end).
-        var wv: array<array<f32, TI>, 8>;
+        var wv: array<array<f32, 8>, TI>;
         for (var j = 0u; j < 8u; j++) {
             let o = min(o0 + j, p.out_features - 1u);
             for (var c = 0u; c < TI; c++) {
-                wv[j][c] = select(0.0, w[o * p.in_features + icol[c]], o0 + j < p.out_features);
+                wv[c][j] = select(0.0, w[o * p.in_features + icol[c]], o0 + j < p.out_features);
             }
         }
         for (var b = 0u; b < TB; b++) {
-            let v = dyl[b];
-            let d0 = subgroupBroadcast(v, 0u);
-            let d1 = subgroupBroadcast(v, 1u);
-            let d2 = subgroupBroadcast(v, 2u);
-            let d3 = subgroupBroadcast(v, 3u);
-            let d4 = subgroupBroadcast(v, 4u);
-            let d5 = subgroupBroadcast(v, 5u);
-            let d6 = subgroupBroadcast(v, 6u);
-            let d7 = subgroupBroadcast(v, 7u);
+            let d = broadcast8(dyl[b]);
             for (var c = 0u; c < TI; c++) {
-                acc[b][c] += d0 * wv[0][c] + d1 * wv[1][c] + d2 * wv[2][c] + d3 * wv[3][c]
-                    + d4 * wv[4][c] + d5 * wv[5][c] + d6 * wv[6][c] + d7 * wv[7][c];
+                acc[b][c] += dot8(d, wv[c]);
             }
         }
     }

@@ -25,6 +25,9 @@ const TI: u32 = {{TI}}u;
 @group(0) @binding(3) var<storage, read_write> dw: array<f32>;
 @group(0) @binding(4) var<storage, read_write> db: array<f32>;
 
+// broadcast8, dot8: one lane's value handed to all 8.
+// #include "snippets/broadcast8.wgsl"
+
 @compute @workgroup_size(8)
 fn main(
     @builtin(workgroup_id) wid: vec3<u32>,
@@ -70,24 +73,11 @@ fn main(
         for (var k = 0u; k < TO8; k++) {
             let v = select(0.0, dy[b * p.out_features + ocol[k]], o_ok[k]);
             acc_b[k] += v;
-            let d0 = subgroupBroadcast(v, 0u);
-            let d1 = subgroupBroadcast(v, 1u);
-            let d2 = subgroupBroadcast(v, 2u);
-            let d3 = subgroupBroadcast(v, 3u);
-            let d4 = subgroupBroadcast(v, 4u);
-            let d5 = subgroupBroadcast(v, 5u);
-            let d6 = subgroupBroadcast(v, 6u);
-            let d7 = subgroupBroadcast(v, 7u);
+            let d = broadcast8(v);
             for (var c = 0u; c < TI; c++) {
-                let xc = xv[c];
-                acc[k][0][c] += d0 * xc;
-                acc[k][1][c] += d1 * xc;
-                acc[k][2][c] += d2 * xc;
-                acc[k][3][c] += d3 * xc;
-                acc[k][4][c] += d4 * xc;
-                acc[k][5][c] += d5 * xc;
-                acc[k][6][c] += d6 * xc;
-                acc[k][7][c] += d7 * xc;
+                for (var j = 0u; j < 8u; j++) {
+                    acc[k][j][c] += d[j] * xv[c];
+                }
             }
         }
     }

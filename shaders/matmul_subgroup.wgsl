@@ -29,6 +29,9 @@ const TN: u32 = {{TN}}u;
 @group(0) @binding(2) var<storage, read> bm: array<{{B_T}}>;
 @group(0) @binding(3) var<storage, read_write> c: array<{{C_T}}>;
 
+// broadcast8, dot8: one lane's value handed to all 8.
+// #include "snippets/broadcast8.wgsl"
+
 @compute @workgroup_size(8)
 fn main(
     @builtin(workgroup_id) wid: vec3<u32>,
@@ -70,26 +73,17 @@ fn main(
             al[i] = select(0.0, f32(a[arow[i] + kl]), k_ok);
         }
         // Rows k0 .. k0 + 8 of B at this lane's columns (zero past the end).
-        var bv: array<array<f32, TN>, 8>;
+        var bv: array<array<f32, 8>, TN>;
         for (var r = 0u; r < 8u; r++) {
             let kr = min(k0 + r, p.k - 1u) * p.b_sk;
             for (var j = 0u; j < TN; j++) {
-                bv[r][j] = select(0.0, f32(bm[bcol[j] + kr]), k0 + r < p.k);
+                bv[j][r] = select(0.0, f32(bm[bcol[j] + kr]), k0 + r < p.k);
             }
         }
         for (var i = 0u; i < TM; i++) {
-            let v = al[i];
-            let d0 = subgroupBroadcast(v, 0u);
-            let d1 = subgroupBroadcast(v, 1u);
-            let d2 = subgroupBroadcast(v, 2u);
-            let d3 = subgroupBroadcast(v, 3u);
-            let d4 = subgroupBroadcast(v, 4u);
-            let d5 = subgroupBroadcast(v, 5u);
-            let d6 = subgroupBroadcast(v, 6u);
-            let d7 = subgroupBroadcast(v, 7u);
+            let d = broadcast8(al[i]);
             for (var j = 0u; j < TN; j++) {
-                acc[i][j] += d0 * bv[0][j] + d1 * bv[1][j] + d2 * bv[2][j] + d3 * bv[3][j]
-                    + d4 * bv[4][j] + d5 * bv[5][j] + d6 * bv[6][j] + d7 * bv[7][j];
+                acc[i][j] += dot8(d, bv[j]);
             }
         }
     }

@@ -8,6 +8,12 @@
 //! read weights say `// #include "snippets/weights_{{WEIGHTS}}.wgsl"` and their
 //! wrapper defines WEIGHTS from the weight tensor's [`Dtype`](crate::gpu::Dtype)).
 //! Each weight format is thus read by one snippet shared by every kernel.
+//! A snippet's own placeholders are filled from the same values. Snippets:
+//! the weight formats, `tile64` (the GPU family's 64x64 workgroup tile),
+//! `broadcast8` (the CPU family's 8-lane broadcast), `conv2d_epilogue` (the
+//! conv forward's bias, time embedding, residual and output scale).
+//! `PETAL_DUMP_SHADERS=DIR` writes every rendered kernel whole
+//! ([`crate::gpu::PipelineCache`]).
 //!
 //! Activation tensors name their element type with a placeholder ending in
 //! `_T` (`array<{{X_T}}>`, read as `f32(x[i])`, written as `y[o] = {{Y_T}}(v)`),
@@ -67,6 +73,8 @@ pub const SNIPPETS: &[(&str, &str)] = &[
     ("snippets/weights_f16.wgsl", include_str!("../shaders/snippets/weights_f16.wgsl")),
     ("snippets/weights_i8.wgsl", include_str!("../shaders/snippets/weights_i8.wgsl")),
     ("snippets/tile64.wgsl", include_str!("../shaders/snippets/tile64.wgsl")),
+    ("snippets/broadcast8.wgsl", include_str!("../shaders/snippets/broadcast8.wgsl")),
+    ("snippets/conv2d_epilogue.wgsl", include_str!("../shaders/snippets/conv2d_epilogue.wgsl")),
 ];
 
 pub fn source(name: &str) -> Option<&'static str> {
@@ -102,16 +110,26 @@ pub fn key(name: &'static str) -> PipelineKey {
 
 pub fn render(key: &PipelineKey, features: wgpu::Features) -> Result<String> {
     let src = source(key.shader).ok_or_else(|| anyhow!("no shader named {}", key.shader))?;
-    let mut out = src.to_string();
-    for (name, value) in &key.defines {
-        let pat = format!("{{{{{name}}}}}");
-        if !out.contains(&pat) {
-            return Err(anyhow!("shader {} has no placeholder {pat}", key.shader));
+    // Placeholders are filled, snippets included, and the snippets'
+    // placeholders filled from the same values.
+    let mut used = vec![false; key.defines.len()];
+    let mut fill = |out: &mut String| {
+        for (i, (name, value)) in key.defines.iter().enumerate() {
+            let pat = format!("{{{{{name}}}}}");
+            if out.contains(&pat) {
+                used[i] = true;
+                *out = out.replace(&pat, value);
+            }
         }
-        out = out.replace(&pat, value);
-    }
+    };
+    let mut out = src.to_string();
+    fill(&mut out);
     if out.contains("// #include ") {
         out = expand_includes(key.shader, &out)?;
+        fill(&mut out);
+    }
+    if let Some(i) = used.iter().position(|u| !u) {
+        return Err(anyhow!("shader {} has no placeholder {{{{{}}}}}", key.shader, key.defines[i].0));
     }
     if key.defines.iter().any(|(name, value)| name.ends_with("_T") && value == "f16") {
         if !features.contains(wgpu::Features::SHADER_F16) {
@@ -145,6 +163,35 @@ mod tests {
         let key = crate::shaders::key("linear_forward").define("WEIGHTS", "q4");
         let err = render(&key, wgpu::Features::empty()).unwrap_err();
         assert!(err.to_string().contains("no snippet snippets/weights_q4.wgsl"), "{err}");
+    }
+
+    #[test]
+    fn subgroup_kernels_include_the_broadcast_snippet() {
+        let keys = [
+            key("matmul_subgroup").define("TM", 4).define("TN", 2).define("A_T", "f32").define("B_T", "f32").define("C_T", "f32"),
+            key("linear_backward_input_subgroup").define("TB", 4).define("TI", 2),
+            key("linear_backward_weight_subgroup").define("TO8", 2).define("TI", 2),
+        ];
+        for k in keys {
+            let src = render(&k, wgpu::Features::SUBGROUP).unwrap();
+            assert!(src.contains("fn broadcast8(") && src.contains("fn dot8(") && !src.contains("#include"), "{}", k.shader);
+            assert_eq!(src.matches("subgroupBroadcast(").count(), 8, "{}: broadcasts only in the snippet", k.shader);
+            let err = render(&k, wgpu::Features::empty()).unwrap_err().to_string();
+            assert!(err.contains("needs subgroups"), "{err}");
+        }
+    }
+
+    #[test]
+    fn snippet_placeholders_are_filled_and_unused_values_refused() {
+        let conv = |shader| key(shader).define("WEIGHTS", "f32").define("X_T", "f32").define("R_T", "f32").define("Y_T", "f16");
+        for k in [conv("conv2d_forward").define("TM", 4), conv("conv2d_forward_tiled").define("K", 3)] {
+            let src = render(&k, wgpu::Features::SHADER_F16).unwrap();
+            // y and finish() are declared by the epilogue snippet, with Y_T filled in.
+            assert!(src.contains("var<storage, read_write> y: array<f16>;") && src.contains("y[o] = f16(r / p.out_div);"), "{}", k.shader);
+            assert_eq!(src.matches("struct Params").count(), 1, "{}", k.shader);
+        }
+        let err = render(&conv("conv2d_forward").define("TM", 4).define("NOPE", 1), wgpu::Features::SHADER_F16).unwrap_err();
+        assert!(err.to_string().contains("has no placeholder {{NOPE}}"), "{err}");
     }
 
     #[test]

@@ -63,6 +63,9 @@ impl PipelineCache {
         }
         let source = (key.render)(key, self.features)?;
         let label = format!("{}{:?}", key.shader, key.defines);
+        if let Some(dir) = std::env::var_os("PETAL_DUMP_SHADERS") {
+            dump_source(std::path::Path::new(&dir), key, &label, &source)?;
+        }
         let started = std::time::Instant::now();
         // Shader compilation errors are bugs in Petal, but report them as
         // errors (with the WGSL) rather than aborting the process.
@@ -108,6 +111,20 @@ impl PipelineCache {
     pub fn is_empty(&self) -> bool {
         self.len() == 0
     }
+}
+
+/// Writes the WGSL a pipeline is built from (placeholders filled, snippets
+/// included) to `DIR/SHADER-HASH.wgsl`, HASH being that of the template
+/// values, named in a first comment line. Set PETAL_DUMP_SHADERS=DIR to read
+/// a generated kernel whole. Errors name the file.
+fn dump_source(dir: &std::path::Path, key: &PipelineKey, label: &str, source: &str) -> Result<()> {
+    use std::hash::{Hash, Hasher};
+    let mut h = std::collections::hash_map::DefaultHasher::new();
+    key.defines.hash(&mut h);
+    let path = dir.join(format!("{}-{:016x}.wgsl", key.shader, h.finish()));
+    std::fs::create_dir_all(dir)
+        .and_then(|()| std::fs::write(&path, format!("// {label}\n{source}")))
+        .map_err(|e| anyhow!("writing the shader source {}: {e}", path.display()))
 }
 
 /// Whether a shader is compiled without naga's runtime checks: it says

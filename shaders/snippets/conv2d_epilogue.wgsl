@@ -1,0 +1,48 @@
+// The conv2d forward's parameters, epilogue operands and epilogue, shared by
+// its three variants (conv2d_forward.wgsl, conv2d_forward_subgroup.wgsl,
+// conv2d_forward_tiled.wgsl; Rust side: Conv2dParams and Conv2dEpilogue in
+// src/kernels/conv2d.rs):
+//   y = (conv(x, w) * w_scale + bias + temb + residual) / out_div
+// bias (cout), temb (B, temb_stride) read at [b, temb_offset + co]
+// (ResnetBlock2D's time_emb_proj), residual and y (B, cout, ho, wo); flags
+// say which of bias, temb and residual are there. The including kernel binds
+// x (1) and wt (2).
+
+struct Params {
+    batch: u32, cin: u32, h: u32, w: u32,
+    cout: u32, ho: u32, wo: u32, ksize: u32,
+    stride: u32, pad_top: u32, pad_left: u32, upsample: u32,
+    temb_stride: u32, temb_offset: u32, flags: u32, out_div: f32,
+}
+
+const HAS_BIAS: u32 = 1u;
+const HAS_TEMB: u32 = 2u;
+const HAS_RESIDUAL: u32 = 4u;
+
+@group(0) @binding(0) var<uniform> p: Params;
+@group(0) @binding(3) var<storage, read> bias: array<f32>;
+@group(0) @binding(4) var<storage, read> temb: array<f32>;
+@group(0) @binding(5) var<storage, read> residual: array<{{R_T}}>;
+@group(0) @binding(6) var<storage, read_write> y: array<{{Y_T}}>;
+
+// bias[co] + temb[b, temb_offset + co], the per-channel part of the epilogue.
+fn channel_add(co: u32, b: u32) -> f32 {
+    var add = 0.0;
+    if ((p.flags & HAS_BIAS) != 0u) {
+        add += bias[co];
+    }
+    if ((p.flags & HAS_TEMB) != 0u) {
+        add += temb[b * p.temb_stride + p.temb_offset + co];
+    }
+    return add;
+}
+
+// Stores output element o: y[o] = (v + residual[o]) / out_div, where v is the
+// scaled sum plus channel_add.
+fn finish(o: u32, v: f32) {
+    var r = v;
+    if ((p.flags & HAS_RESIDUAL) != 0u) {
+        r += f32(residual[o]);
+    }
+    y[o] = {{Y_T}}(r / p.out_div);
+}
