@@ -286,3 +286,55 @@ fn a_lost_device_is_reported_and_the_next_run_reopens_it() {
     assert!(h.state().errors.is_empty(), "{:?}", h.state().errors);
     assert_eq!(h.state().model.as_ref().unwrap().name, "mini");
 }
+
+#[test]
+fn a_data_folder_without_images_is_an_error_not_ready() {
+    let data = tempfile::tempdir().unwrap();
+    std::fs::write(data.path().join("notes.txt"), "not an image").unwrap();
+    let out = tempfile::tempdir().unwrap();
+    let mut s = settings(1, 2);
+    s.train.data = Some(data.path().to_path_buf());
+    s.train.out = Some(out.path().join("run"));
+    s.train.start = StartChoice::Fresh("tiny".into());
+    let mut h = harness(s, Some(fixture("mini")));
+    run_until(&mut h, "the scan", 120, |a| !a.training.scanning && (a.training.scan.is_some() || a.training.scan_error.is_some()));
+    let e = h.state().training.scan_error.clone().expect("the scan fails");
+    assert!(e.contains(&data.path().display().to_string()), "{e}");
+    assert!(h.state().errors.iter().any(|x| x == &e), "also in the status bar: {:?}", h.state().errors);
+    h.get_by_label("Train").click();
+    h.run_steps(2);
+    assert!(h.query_by_label_contains("Ready").is_none(), "a failed scan is not ready");
+    assert!(h.query_all_by_label_contains("could not be read").count() >= 1, "the idle line says why Start is off");
+    h.get_by_label(&e); // under the folder, in the settings
+}
+
+#[test]
+fn without_a_file_dialog_saves_go_to_the_export_folder_and_say_so() {
+    let exports = tempfile::tempdir().unwrap();
+    // SAFETY: no other test of this binary reads these two variables (only
+    // the file-dialog code does, and only the buttons pressed here reach it),
+    // and setting them races with no reader of the environment in libc.
+    unsafe {
+        std::env::set_var("PETAL_NO_FILE_DIALOG", "1");
+        std::env::set_var("PETAL_EXPORT_DIR", exports.path());
+    }
+    let mut h = harness(settings(2, 2), Some(fixture("mini")));
+    run_until(&mut h, "the model", 120, |a| a.model.is_some());
+    h.get_by_label("Generate images").click();
+    run_until(&mut h, "the generation", 300, |a| !a.generation.running && a.generation.frames.len() == 2);
+    for name in ["petal-seed3-grid.png", "petal-seed3-grid-2.png"] {
+        h.get_by_label("Export grid…").click();
+        h.run_steps(2);
+        let path = exports.path().join(name);
+        assert!(image::open(&path).is_ok(), "{} written", path.display());
+        let said = h.state().warnings.last().cloned().unwrap_or_default();
+        assert!(said.contains("no file dialog") && said.contains(&path.display().to_string()), "{said}");
+    }
+    // Choosing a folder to read cannot fall back: it says what to do instead.
+    h.get_by_label("Train").click();
+    h.run_steps(2);
+    h.get_all_by_label("Choose…").next().unwrap().click();
+    h.run_steps(2);
+    let e = h.state().errors.last().cloned().unwrap_or_default();
+    assert!(e.starts_with("Data folder: this desktop has no file dialog") && e.contains("petal train --data"), "{e}");
+}

@@ -383,7 +383,7 @@ fn export_selected_dialog(app: &mut PetalApp) {
     let seed = g.request.as_ref().map_or(0, |r| r.seed);
     let first = *g.selected.iter().next().unwrap();
     let name = if g.selected.len() == 1 { format!("petal-seed{seed}-{first}.png") } else { format!("petal-seed{seed}.png") };
-    let Some(path) = rfd::FileDialog::new().set_title("Export images").set_file_name(name).add_filter("PNG", &["png"]).save_file() else { return };
+    let Some(path) = super::dialog::save_file("Export images", &name, ("PNG", &["png"]), app) else { return };
     let (view, scale) = (app.settings.generate.view, app.settings.generate.export_scale);
     if let Err(e) = app.generation.export_selected(&path, view, scale) {
         app.report_error(format!("{e:#}"));
@@ -392,7 +392,7 @@ fn export_selected_dialog(app: &mut PetalApp) {
 
 fn export_grid_dialog(app: &mut PetalApp) {
     let seed = app.generation.request.as_ref().map_or(0, |r| r.seed);
-    let Some(path) = rfd::FileDialog::new().set_title("Export the grid").set_file_name(format!("petal-seed{seed}-grid.png")).add_filter("PNG", &["png"]).save_file() else { return };
+    let Some(path) = super::dialog::save_file("Export the grid", &format!("petal-seed{seed}-grid.png"), ("PNG", &["png"]), app) else { return };
     let (view, scale) = (app.settings.generate.view, app.settings.generate.export_scale);
     if let Err(e) = app.generation.export_grid(&path, view, scale) {
         app.report_error(format!("{e:#}"));
@@ -454,7 +454,7 @@ fn grid_ui(app: &mut PetalApp, ui: &mut egui::Ui) {
                 ui.add_space(60.0);
                 ui.label("Petal needs a diffusers model folder (model_index.json with unet/ and scheduler/, or config.json with the weights).");
                 if ui.button("Open model folder…").clicked()
-                    && let Some(dir) = rfd::FileDialog::new().pick_folder()
+                    && let Some(dir) = super::dialog::pick_folder("Open a diffusers model folder", super::OPEN_MODEL_INSTEAD, app)
                 {
                     app.open_model(dir);
                 }
@@ -566,18 +566,20 @@ fn detail_ui(app: &mut PetalApp, ui: &mut egui::Ui, i: usize) {
     }
     ui.separator();
     let seed = g.request.as_ref().map_or(0, |r| r.seed);
+    let (mut gif, mut steps) = (false, false);
     ui.horizontal(|ui| {
-        if ui.button("Save trajectory as GIF…").clicked()
-            && let Some(p) = rfd::FileDialog::new().set_file_name(format!("petal-seed{seed}-{i}.gif")).add_filter("GIF", &["gif"]).save_file()
-            && let Err(e) = export::save_gif(&p, &g.trajectory(i), 4, 80)
-        {
-            app.errors.push(format!("{e:#}"));
-        }
-        if ui.button("Save steps as PNGs…").clicked()
-            && let Some(dir) = rfd::FileDialog::new().set_title("A folder for the steps").pick_folder()
-            && let Err(e) = export::save_frames(&dir, &g.trajectory(i), 4, g.provenance(Some(i)).as_ref())
-        {
-            app.errors.push(format!("{e:#}"));
-        }
+        gif = ui.button("Save trajectory as GIF…").clicked();
+        steps = ui.button("Save steps as PNGs…").clicked();
     });
+    if gif && let Some(p) = super::dialog::save_file("Save the trajectory", &format!("petal-seed{seed}-{i}.gif"), ("GIF", &["gif"]), app) {
+        if let Err(e) = export::save_gif(&p, &app.generation.trajectory(i), 4, 80) {
+            app.report_error(format!("{e:#}"));
+        }
+    }
+    if steps && let Some(dir) = super::dialog::save_folder("A folder for the steps", &format!("petal-seed{seed}-{i}-steps"), app) {
+        let g = &app.generation;
+        if let Err(e) = export::save_frames(&dir, &g.trajectory(i), 4, g.provenance(Some(i)).as_ref()) {
+            app.report_error(format!("{e:#}"));
+        }
+    }
 }

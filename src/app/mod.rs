@@ -7,6 +7,7 @@
 //! bar at the bottom.
 
 mod compare;
+pub mod dialog;
 mod generate;
 pub mod settings;
 mod train;
@@ -20,6 +21,9 @@ use crate::gpu::GpuOptions;
 use crate::worker::{self, Activity, Command, Event, ModelInfo, WorkerHandle};
 use anyhow::Result;
 use std::path::PathBuf;
+
+/// What opens a model folder without a dialog.
+const OPEN_MODEL_INSTEAD: &str = "open one from the terminal with `petal --model DIR`";
 
 /// How the window was asked to open.
 #[derive(Clone, Debug, Default)]
@@ -122,6 +126,13 @@ impl PetalApp {
         self.errors.push(e);
     }
 
+    /// Shows a notice (something done differently than asked, such as a save
+    /// without a dialog) in the window's status bar and on stderr.
+    pub fn notice(&mut self, n: String) {
+        eprintln!("petal: {n}");
+        self.warnings.push(n);
+    }
+
     /// Drains the worker's events. Call once per frame before drawing.
     pub fn logic(&mut self, ctx: &egui::Context) {
         while let Ok(ev) = self.worker.events.try_recv() {
@@ -164,7 +175,7 @@ impl PetalApp {
                         Activity::LoadingModel => self.loading = None,
                         Activity::Generating => self.generation.running = false,
                         Activity::Comparing => self.comparison.running = false,
-                        Activity::ScanningData => self.training.scanning = false,
+                        Activity::ScanningData => self.training.scan_failed(&message),
                         Activity::Training => self.training.failed(),
                     }
                     self.report_error(message);
@@ -222,7 +233,7 @@ impl PetalApp {
             }
             let busy = self.busy();
             if ui.add_enabled(!busy, egui::Button::new("Open model…")).on_disabled_hover_text("Wait until the current run ends").clicked()
-                && let Some(dir) = rfd::FileDialog::new().set_title("Open a diffusers model folder").pick_folder()
+                && let Some(dir) = dialog::pick_folder("Open a diffusers model folder", OPEN_MODEL_INSTEAD, self)
             {
                 self.open_model(dir);
             }

@@ -25,6 +25,9 @@ pub struct TrainingView {
     /// The data folder's scan: (folder, usable images, skipped files and why).
     pub scan: Option<(PathBuf, usize, Vec<(PathBuf, String)>)>,
     pub scanning: bool,
+    /// Why the data folder's last scan failed (it names the folder), until
+    /// another folder is chosen or scanned.
+    pub scan_error: Option<String>,
     pub images: usize,
     pub total_steps: u64,
     pub steps_per_epoch: u64,
@@ -45,6 +48,7 @@ impl Default for TrainingView {
             paused: false,
             scan: None,
             scanning: false,
+            scan_error: None,
             images: 0,
             total_steps: 0,
             steps_per_epoch: 0,
@@ -66,7 +70,15 @@ impl TrainingView {
 
     pub fn scanned(&mut self, dir: PathBuf, images: usize, skipped: Vec<(PathBuf, String)>) {
         self.scanning = false;
+        self.scan_error = None;
         self.scan = Some((dir, images, skipped));
+    }
+
+    /// The data folder's scan failed with this message.
+    pub fn scan_failed(&mut self, message: &str) {
+        self.scanning = false;
+        self.scan = None;
+        self.scan_error = Some(message.to_string());
     }
 
     /// An error ended the run.
@@ -136,29 +148,36 @@ pub fn ui(app: &mut PetalApp, ui: &mut egui::Ui) {
     egui::CentralPanel::default().show(ui, |ui| run_ui(app, ui));
 }
 
-fn folder_row(ui: &mut egui::Ui, label: &str, value: &Option<PathBuf>, enabled: bool) -> Option<PathBuf> {
-    let mut picked = None;
+/// A folder setting: its label, a Choose button and the folder. True when
+/// Choose was clicked (the caller opens the dialog: it needs the app).
+fn folder_row(ui: &mut egui::Ui, label: &str, value: &Option<PathBuf>, enabled: bool) -> bool {
+    let mut clicked = false;
     ui.label(label);
     ui.horizontal(|ui| {
-        if ui.add_enabled(enabled, egui::Button::new("Choose…")).clicked() {
-            picked = rfd::FileDialog::new().set_title(label).pick_folder();
-        }
+        clicked = ui.add_enabled(enabled, egui::Button::new("Choose…")).clicked();
         ui.label(value.as_ref().map_or_else(|| "(none)".to_string(), |p| p.display().to_string()));
     });
     ui.end_row();
-    picked
+    clicked
 }
+
+/// What trains from a folder without a dialog.
+const TRAIN_INSTEAD: &str = "train from the terminal with `petal train --data DIR --out DIR`";
 
 fn settings_ui(app: &mut PetalApp, ui: &mut egui::Ui) {
     let idle = !app.training.is_running();
     ui.heading("Train");
     egui::Grid::new("train folders").num_columns(2).show(ui, |ui| {
         let data = app.settings.train.data.clone();
-        if let Some(d) = folder_row(ui, "Data folder", &data, idle) {
+        if folder_row(ui, "Data folder", &data, idle)
+            && let Some(d) = super::dialog::pick_folder("Data folder", TRAIN_INSTEAD, app)
+        {
             set_data(app, d);
         }
         let out = app.settings.train.out.clone();
-        if let Some(d) = folder_row(ui, "Output folder", &out, idle) {
+        if folder_row(ui, "Output folder", &out, idle)
+            && let Some(d) = super::dialog::pick_folder("Output folder", TRAIN_INSTEAD, app)
+        {
             app.settings.train.out = Some(d);
         }
     });
@@ -178,22 +197,23 @@ fn settings_ui(app: &mut PetalApp, ui: &mut egui::Ui) {
                 ui.label(egui::RichText::new(format!("… and {} more", skipped.len() - 8)).small().weak());
             }
         }
-        None => {}
+        None => {
+            if let Some(e) = &app.training.scan_error {
+                ui.colored_label(ui.visuals().error_fg_color, e);
+            }
+        }
     }
     ui.separator();
     ui.label("Start from");
     let t = &mut app.settings.train;
+    let (mut pick_model, mut pick_checkpoint) = (false, false);
     ui.add_enabled_ui(idle, |ui| {
         let current = matches!(t.start, StartChoice::CurrentModel);
         if ui.radio(current, "the model open in Generate").clicked() {
             t.start = StartChoice::CurrentModel;
         }
         let folder = matches!(t.start, StartChoice::Folder(_));
-        if ui.radio(folder, "another model folder…").clicked()
-            && let Some(d) = rfd::FileDialog::new().pick_folder()
-        {
-            t.start = StartChoice::Folder(d);
-        }
+        pick_model = ui.radio(folder, "another model folder…").clicked();
         let fresh = matches!(t.start, StartChoice::Fresh(_));
         ui.horizontal(|ui| {
             if ui.radio(fresh, "fresh weights:").clicked() && !fresh {
@@ -214,11 +234,7 @@ fn settings_ui(app: &mut PetalApp, ui: &mut egui::Ui) {
             }
         });
         let resume = matches!(t.start, StartChoice::Resume(_));
-        if ui.radio(resume, "resume a checkpoint…").clicked()
-            && let Some(d) = rfd::FileDialog::new().set_title("A checkpoint-<step> folder").pick_folder()
-        {
-            t.start = StartChoice::Resume(d);
-        }
+        pick_checkpoint = ui.radio(resume, "resume a checkpoint…").clicked();
         match &t.start {
             StartChoice::Folder(p) | StartChoice::Resume(p) => {
                 ui.label(egui::RichText::new(p.display().to_string()).small());
@@ -226,6 +242,15 @@ fn settings_ui(app: &mut PetalApp, ui: &mut egui::Ui) {
             _ => {}
         }
     });
+    if pick_model && let Some(d) = super::dialog::pick_folder("A model folder to start from", "start from one in the terminal with `petal train --init DIR`", app) {
+        app.settings.train.start = StartChoice::Folder(d);
+    }
+    if pick_checkpoint
+        && let Some(d) = super::dialog::pick_folder("A checkpoint-<step> folder", "resume one in the terminal with `petal train --resume DIR`", app)
+    {
+        app.settings.train.start = StartChoice::Resume(d);
+    }
+    let t = &mut app.settings.train;
     ui.separator();
     ui.label("Recipe (the seed's: AdamW, cosine schedule with warm-up, MSE on the noise, random flips, EMA)");
     ui.add_enabled_ui(idle, |ui| {
@@ -266,6 +291,7 @@ fn set_data(app: &mut PetalApp, d: PathBuf) {
         app.settings.train.out = Some(d.parent().unwrap_or(&d).join("petal-runs").join(d.file_name().unwrap_or_default()));
     }
     app.training.scan = None;
+    app.training.scan_error = None;
     app.training.scanning = true;
     app.send(Command::ScanData(d));
 }
@@ -274,6 +300,9 @@ fn set_data(app: &mut PetalApp, d: PathBuf) {
 pub fn request(app: &PetalApp) -> Result<TrainOptions, String> {
     let t = &app.settings.train;
     let data = t.data.clone().ok_or("Choose a data folder")?;
+    if app.training.scan_error.is_some() {
+        return Err("The data folder could not be read (the error is under it): choose another".into());
+    }
     let out = t.out.clone().ok_or("Choose an output folder")?;
     let init = |dir: PathBuf| ModelSource::Init { dir, variant: None };
     let source = match &t.start {
