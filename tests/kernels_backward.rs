@@ -563,7 +563,16 @@ fn bench_conv_backward() {
         ("16x16 256 up", shape(batch, 256, 16, 16, 256, 3, 1, [1; 4], true)),
         ("32x32 128->3 k3", Conv2dShape::same(batch, 128, 32, 32, 3, 3)),
         ("32x32 3->128 k3", Conv2dShape::same(batch, 3, 32, 32, 128, 3)),
+        // The small model's narrow layers.
+        ("32x32 32->32 k3", Conv2dShape::same(batch, 32, 32, 32, 32, 3)),
+        ("16x16 64->64 k3", Conv2dShape::same(batch, 64, 16, 16, 64, 3)),
+        ("8x8 64->64 k3", Conv2dShape::same(batch, 64, 8, 8, 64, 3)),
+        ("16x16 128->64 k3", Conv2dShape::same(batch, 128, 16, 16, 64, 3)),
     ];
+    // PETAL_BENCH_DX_TM / PETAL_BENCH_DX_TN override the subgroup kernel's
+    // input-gradient blocking (input channels per workgroup, pixels per lane).
+    let env_u32 = |k: &str| std::env::var(k).ok().and_then(|v| v.parse::<u32>().ok());
+    let (dx_tm, dx_tn) = (env_u32("PETAL_BENCH_DX_TM"), env_u32("PETAL_BENCH_DX_TN"));
     // PETAL_BENCH_GENERIC=0 skips the (slow, on lavapipe) generic kernels.
     let mut kernels_run = Vec::new();
     if std::env::var("PETAL_BENCH_GENERIC").map_or(true, |v| v != "0") {
@@ -587,7 +596,12 @@ fn bench_conv_backward() {
         // The variants must agree (the first, generic, is the baseline).
         let mut first: Option<(Vec<f32>, Vec<f32>)> = None;
         for &k in &kernels_run {
-            let d = conv2d_backward::conv2d_backward_input_with(&gpu, &InputGradLayout::new(k, &s), "dx", &dx, &dy, &w, &s, 1.0, false)
+            let mut dx_layout = InputGradLayout::new(k, &s);
+            if k == Conv2dBackwardKernel::Subgroup {
+                dx_layout.tm = dx_tm.unwrap_or(dx_layout.tm);
+                dx_layout.tn = dx_tn.unwrap_or(dx_layout.tn);
+            }
+            let d = conv2d_backward::conv2d_backward_input_with(&gpu, &dx_layout, "dx", &dx, &dy, &w, &s, 1.0, false)
                 .unwrap();
             let gx = time_dispatches(&gpu, &[d], flop);
             let layout = WeightGradLayout::new(&gpu, k, &s);
@@ -606,7 +620,7 @@ fn bench_conv_backward() {
                     if rel_l2(&got.0, fx) < 1e-5 && rel_l2(&got.1, fw) < 1e-5 { "" } else { " DISAGREES" }
                 }
             };
-            print!("   {k:?}: dx {gx:6.1} dw {gw:6.1} (chunks {}){agree}", layout.chunks_used(&s));
+            print!("   {k:?}: dx {gx:6.1} (tm {} tn {}) dw {gw:6.1} (chunks {}){agree}", dx_layout.tm, dx_layout.tn, layout.chunks_used(&s));
         }
         println!();
     }

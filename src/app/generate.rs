@@ -571,15 +571,16 @@ fn detail_ui(app: &mut PetalApp, ui: &mut egui::Ui, i: usize) {
         gif = ui.button("Save trajectory as GIF…").clicked();
         steps = ui.button("Save steps as PNGs…").clicked();
     });
-    if gif && let Some(p) = super::dialog::save_file("Save the trajectory", &format!("petal-seed{seed}-{i}.gif"), ("GIF", &["gif"]), app) {
-        if let Err(e) = export::save_gif(&p, &app.generation.trajectory(i), 4, 80) {
-            app.report_error(format!("{e:#}"));
-        }
+    if gif
+        && let Some(p) = super::dialog::save_file("Save the trajectory", &format!("petal-seed{seed}-{i}.gif"), ("GIF", &["gif"]), app)
+        && let Err(e) = export::save_gif(&p, &app.generation.trajectory(i), 4, 80)
+    {
+        app.report_error(format!("{e:#}"));
     }
-    if steps && let Some(dir) = super::dialog::save_folder("A folder for the steps", &format!("petal-seed{seed}-{i}-steps"), app) {
-        let g = &app.generation;
-        if let Err(e) = export::save_frames(&dir, &g.trajectory(i), 4, g.provenance(Some(i)).as_ref()) {
-            app.report_error(format!("{e:#}"));
-        }
+    if steps
+        && let Some(dir) = super::dialog::save_folder("A folder for the steps", &format!("petal-seed{seed}-{i}-steps"), app)
+        && let Err(e) = export::save_frames(&dir, &app.generation.trajectory(i), 4, app.generation.provenance(Some(i)).as_ref())
+    {
+        app.report_error(format!("{e:#}"));
     }
 }

@@ -269,18 +269,11 @@ fn conv2d_backward(
         &s,
         *out_div,
     )?);
-    if let Some(r) = residual {
-        if let Some(dr) = c.grad(*r) {
-            let a = acc(*r, 0);
-            out.push(kernels::scale_add(
-                gpu,
-                "residual_backward",
-                dr,
-                dy,
-                1.0 / *out_div,
-                a,
-            )?);
-        }
+    if let Some(r) = residual
+        && let Some(dr) = c.grad(*r)
+    {
+        let a = acc(*r, 0);
+        out.push(kernels::scale_add(gpu, "residual_backward", dr, dy, 1.0 / *out_div, a)?);
     }
     let scratch =
         (kernels::conv2d_backward_weight_scratch_len(gpu, &s) > 0).then_some(c.conv_weight_scratch);
