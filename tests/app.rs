@@ -306,6 +306,12 @@ fn a_data_folder_without_images_is_an_error_not_ready() {
     assert!(h.query_by_label_contains("Ready").is_none(), "a failed scan is not ready");
     assert!(h.query_all_by_label_contains("could not be read").count() >= 1, "the idle line says why Start is off");
     h.get_by_label(&e); // under the folder, in the settings
+    // A good folder scanned next clears both (what choosing one does).
+    h.state_mut().training.scanning = true;
+    h.state().send(petal::worker::Command::ScanData(Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/data/flowers")));
+    run_until(&mut h, "the second scan", 120, |a| a.training.scan.is_some());
+    assert_eq!(h.state().training.scan.as_ref().unwrap().1, 24);
+    assert!(h.state().training.scan_error.is_none() && h.state().errors.is_empty(), "{:?}", h.state().errors);
 }
 
 #[test]

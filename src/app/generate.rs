@@ -227,11 +227,14 @@ fn generate(app: &mut PetalApp) {
 }
 
 fn shortcuts(app: &mut PetalApp, ctx: &egui::Context) {
+    // Ctrl+A belongs to a focused text or number field (select its text),
+    // not to the image grid.
+    let typing = ctx.text_edit_focused();
     let (gen_key, esc, all, save) = ctx.input_mut(|i| {
         (
             i.consume_key(egui::Modifiers::COMMAND, egui::Key::Enter),
             i.consume_key(egui::Modifiers::NONE, egui::Key::Escape),
-            i.consume_key(egui::Modifiers::COMMAND, egui::Key::A),
+            !typing && i.consume_key(egui::Modifiers::COMMAND, egui::Key::A),
             i.consume_key(egui::Modifiers::COMMAND, egui::Key::S),
         )
     });

@@ -152,7 +152,13 @@ impl PetalApp {
                 Event::CompareStep { precision, step, num_steps } => self.comparison.progress = Some((precision, step, num_steps)),
                 Event::CompareResult(entry) => self.comparison.result(ctx, entry),
                 Event::CompareDone { cancelled } => self.comparison.done(cancelled),
-                Event::DataScanned { dir, images, skipped } => self.training.scanned(dir, images, skipped),
+                Event::DataScanned { dir, images, skipped } => {
+                    // The previous folder's failed scan is no longer news.
+                    if let Some(e) = self.training.scan_error.take() {
+                        self.errors.retain(|x| x != &e);
+                    }
+                    self.training.scanned(dir, images, skipped);
+                }
                 Event::TrainStarted(_)
                 | Event::TrainStep(_)
                 | Event::TrainPreview { .. }

@@ -285,11 +285,25 @@ fn settings_ui(app: &mut PetalApp, ui: &mut egui::Ui) {
     controls_ui(app, ui);
 }
 
-fn set_data(app: &mut PetalApp, d: PathBuf) {
-    app.settings.train.data = Some(d.clone());
-    if app.settings.train.out.is_none() {
-        app.settings.train.out = Some(d.parent().unwrap_or(&d).join("petal-runs").join(d.file_name().unwrap_or_default()));
+/// The output folder a data folder suggests: `petal-runs/NAME` beside it.
+fn default_out(data: &std::path::Path) -> PathBuf {
+    data.parent().unwrap_or(data).join("petal-runs").join(data.file_name().unwrap_or_default())
+}
+
+/// The output folder after the data folder changes from `old_data` to
+/// `data`: one that was only the old folder's suggestion (or none) follows
+/// the new folder; one the user chose stays.
+fn out_for_new_data(out: Option<&std::path::Path>, old_data: Option<&std::path::Path>, data: &std::path::Path) -> PathBuf {
+    match out {
+        Some(o) if old_data.map(default_out).as_deref() != Some(o) => o.to_path_buf(),
+        _ => default_out(data),
     }
+}
+
+fn set_data(app: &mut PetalApp, d: PathBuf) {
+    let t = &mut app.settings.train;
+    t.out = Some(out_for_new_data(t.out.as_deref(), t.data.as_deref(), &d));
+    t.data = Some(d.clone());
     app.training.scan = None;
     app.training.scan_error = None;
     app.training.scanning = true;
@@ -495,5 +509,21 @@ fn side_ui(app: &mut PetalApp, ui: &mut egui::Ui) {
     if let Some(p) = open {
         app.open_model(p);
         app.tab = Tab::Generate;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::path::Path;
+
+    #[test]
+    fn a_suggested_output_folder_follows_the_data_folder_and_a_chosen_one_stays() {
+        let (a, b) = (Path::new("/d/empty"), Path::new("/d/flowers"));
+        assert_eq!(out_for_new_data(None, None, a), Path::new("/d/petal-runs/empty"));
+        // The suggestion for the first folder moves to the second's.
+        assert_eq!(out_for_new_data(Some(&default_out(a)), Some(a), b), Path::new("/d/petal-runs/flowers"));
+        // A folder the user chose is kept.
+        assert_eq!(out_for_new_data(Some(Path::new("/runs/mine")), Some(a), b), Path::new("/runs/mine"));
     }
 }

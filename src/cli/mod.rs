@@ -70,6 +70,7 @@ pub struct BenchArgs {
     /// Batch sizes for one training step (comma-separated; empty for none).
     #[arg(long, default_value = "")]
     train_batches: String,
+    /// Denoising steps of each timed sampling loop.
     #[arg(long, default_value_t = 50)]
     steps: u32,
     /// Timed runs of each forward pass and training step (after a warm-up);
