@@ -86,16 +86,7 @@ pub fn unused_name(dir: &Path, name: &str) -> PathBuf {
 pub fn save_file(title: &str, name: &str, filter: (&str, &[&str]), app: &mut PetalApp) -> Option<PathBuf> {
     match missing() {
         None => rfd::FileDialog::new().set_title(title).set_file_name(name).add_filter(filter.0, filter.1).save_file(),
-        Some(why) => {
-            let dir = fallback_dir();
-            if let Err(e) = std::fs::create_dir_all(&dir) {
-                app.report_error(format!("{why}; saving to {} instead failed: {e}", dir.display()));
-                return None;
-            }
-            let path = unused_name(&dir, name);
-            app.notice(format!("{why}: saved to {}", path.display()));
-            Some(path)
-        }
+        Some(why) => fallback(why, name, false, app),
     }
 }
 
@@ -105,17 +96,23 @@ pub fn save_file(title: &str, name: &str, filter: (&str, &[&str]), app: &mut Pet
 pub fn save_folder(title: &str, name: &str, app: &mut PetalApp) -> Option<PathBuf> {
     match missing() {
         None => rfd::FileDialog::new().set_title(title).pick_folder(),
-        Some(why) => {
-            let dir = fallback_dir();
-            let path = unused_name(&dir, name);
-            if let Err(e) = std::fs::create_dir_all(&path) {
-                app.report_error(format!("{why}; saving to {} instead failed: {e}", path.display()));
-                return None;
-            }
-            app.notice(format!("{why}: saved to {}", path.display()));
-            Some(path)
-        }
+        Some(why) => fallback(why, name, true, app),
     }
+}
+
+/// The save target without a dialog: an unused `name` in [`fallback_dir`],
+/// after creating that folder (or, for a `new_folder`, the target itself),
+/// with the notice; None after reporting a folder that cannot be made.
+fn fallback(why: &str, name: &str, new_folder: bool, app: &mut PetalApp) -> Option<PathBuf> {
+    let dir = fallback_dir();
+    let path = unused_name(&dir, name);
+    let made = if new_folder { &path } else { &dir };
+    if let Err(e) = std::fs::create_dir_all(made) {
+        app.report_error(format!("{why}; saving to {} instead failed: {e}", made.display()));
+        return None;
+    }
+    app.notice(format!("{why}: saved to {}", path.display()));
+    Some(path)
 }
 
 /// An existing folder to read (a model, training images): chosen in a

@@ -21,13 +21,7 @@ use std::collections::HashSet;
 ///
 /// Errors: the kernel wrappers' (a tensor too small for its shape, a shape
 /// the adapter cannot run).
-pub fn forward(
-    gpu: &Gpu,
-    op: &Op,
-    t: &[TensorView],
-    p: &ParamStore,
-    batch: u32,
-) -> Result<Vec<Dispatch>> {
+pub fn forward(gpu: &Gpu, op: &Op, t: &[TensorView], p: &ParamStore, batch: u32) -> Result<Vec<Dispatch>> {
     match op {
         Op::Linear { .. } => linear_forward(gpu, op, t, p, batch),
         Op::Conv2d { .. } => conv2d_forward(gpu, op, t, p, batch),
@@ -60,11 +54,7 @@ pub struct BackwardCtx<'a> {
 
 impl BackwardCtx<'_> {
     fn grad(&self, t: Tid) -> Option<&TensorView> {
-        if self.no_grad.contains(&t) {
-            None
-        } else {
-            self.act_grads[t].as_ref()
-        }
+        if self.no_grad.contains(&t) { None } else { self.act_grads[t].as_ref() }
     }
 }
 
@@ -75,12 +65,7 @@ impl BackwardCtx<'_> {
 ///
 /// Errors: a gradient that should exist does not (a graph the planner did not
 /// make), and the kernel wrappers' errors.
-pub fn backward(
-    c: &BackwardCtx,
-    op: &Op,
-    dy: &TensorView,
-    acc: &mut dyn FnMut(Tid, u32) -> bool,
-) -> Result<Vec<Dispatch>> {
+pub fn backward(c: &BackwardCtx, op: &Op, dy: &TensorView, acc: &mut dyn FnMut(Tid, u32) -> bool) -> Result<Vec<Dispatch>> {
     match op {
         Op::Linear { .. } => linear_backward(c, op, dy, acc),
         Op::Conv2d { .. } => conv2d_backward(c, op, dy, acc),
@@ -95,39 +80,16 @@ pub fn backward(
 /// (group norm partial sums, conv weight-gradient partials).
 pub fn backward_scratch_lens(gpu: &Gpu, op: &Op, batch: u32) -> (usize, usize) {
     match op {
-        Op::GroupNorm { channels, .. } => (
-            kernels::group_norm_backward_scratch_len(batch, *channels),
-            0,
-        ),
-        Op::Conv2d { shape, .. } => (
-            0,
-            kernels::conv2d_backward_weight_scratch_len(gpu, &Conv2dShape { batch, ..*shape }),
-        ),
+        Op::GroupNorm { channels, .. } => (kernels::group_norm_backward_scratch_len(batch, *channels), 0),
+        Op::Conv2d { shape, .. } => (0, kernels::conv2d_backward_weight_scratch_len(gpu, &Conv2dShape { batch, ..*shape })),
         _ => (0, 0),
     }
 }
 
 // Linear: y (B, out) = w . act(x) + b ------------------------------------
 
-fn linear_forward(
-    gpu: &Gpu,
-    op: &Op,
-    t: &[TensorView],
-    p: &ParamStore,
-    batch: u32,
-) -> Result<Vec<Dispatch>> {
-    let Op::Linear {
-        y,
-        x,
-        w,
-        b,
-        in_features,
-        out_features,
-        silu_input,
-    } = op
-    else {
-        unreachable!()
-    };
+fn linear_forward(gpu: &Gpu, op: &Op, t: &[TensorView], p: &ParamStore, batch: u32) -> Result<Vec<Dispatch>> {
+    let Op::Linear { y, x, w, b, in_features, out_features, silu_input } = op else { unreachable!() };
     Ok(vec![kernels::linear_forward(
         gpu,
         "linear",
@@ -142,24 +104,8 @@ fn linear_forward(
     )?])
 }
 
-fn linear_backward(
-    c: &BackwardCtx,
-    op: &Op,
-    dy: &TensorView,
-    acc: &mut dyn FnMut(Tid, u32) -> bool,
-) -> Result<Vec<Dispatch>> {
-    let Op::Linear {
-        x,
-        w,
-        b,
-        in_features,
-        out_features,
-        silu_input,
-        ..
-    } = op
-    else {
-        unreachable!()
-    };
+fn linear_backward(c: &BackwardCtx, op: &Op, dy: &TensorView, acc: &mut dyn FnMut(Tid, u32) -> bool) -> Result<Vec<Dispatch>> {
+    let Op::Linear { x, w, b, in_features, out_features, silu_input, .. } = op else { unreachable!() };
     let dx = c.grad(*x);
     let accumulate = dx.is_some() && acc(*x, 0);
     kernels::linear_backward(
@@ -181,26 +127,8 @@ fn linear_backward(
 
 // Conv2d: y = (conv(x, w) + b + temb + residual) / out_div -----------------
 
-fn conv2d_forward(
-    gpu: &Gpu,
-    op: &Op,
-    t: &[TensorView],
-    p: &ParamStore,
-    batch: u32,
-) -> Result<Vec<Dispatch>> {
-    let Op::Conv2d {
-        y,
-        x,
-        w,
-        b,
-        shape,
-        temb,
-        residual,
-        out_div,
-    } = op
-    else {
-        unreachable!()
-    };
+fn conv2d_forward(gpu: &Gpu, op: &Op, t: &[TensorView], p: &ParamStore, batch: u32) -> Result<Vec<Dispatch>> {
+    let Op::Conv2d { y, x, w, b, shape, temb, residual, out_div } = op else { unreachable!() };
     let s = Conv2dShape { batch, ..*shape };
     let bias = p.span(b);
     let epi = Conv2dEpilogue {
@@ -209,124 +137,45 @@ fn conv2d_forward(
         residual: residual.map(|r| &t[r]),
         out_div: *out_div,
     };
-    Ok(vec![kernels::conv2d_forward(
-        gpu,
-        "conv2d",
-        &t[*y],
-        &t[*x],
-        &p.span(w),
-        &s,
-        &epi,
-    )?])
+    Ok(vec![kernels::conv2d_forward(gpu, "conv2d", &t[*y], &t[*x], &p.span(w), &s, &epi)?])
 }
 
 /// The bias and time-embedding gradients (one kernel), the residual's, the
 /// weight gradient and the input gradient.
-fn conv2d_backward(
-    c: &BackwardCtx,
-    op: &Op,
-    dy: &TensorView,
-    acc: &mut dyn FnMut(Tid, u32) -> bool,
-) -> Result<Vec<Dispatch>> {
-    let Op::Conv2d {
-        x,
-        w,
-        b,
-        shape,
-        temb,
-        residual,
-        out_div,
-        ..
-    } = op
-    else {
-        unreachable!()
-    };
+fn conv2d_backward(c: &BackwardCtx, op: &Op, dy: &TensorView, acc: &mut dyn FnMut(Tid, u32) -> bool) -> Result<Vec<Dispatch>> {
+    let Op::Conv2d { x, w, b, shape, temb, residual, out_div, .. } = op else { unreachable!() };
     let (gpu, g) = (c.gpu, c.grads);
-    let s = Conv2dShape {
-        batch: c.batch,
-        ..*shape
-    };
+    let s = Conv2dShape { batch: c.batch, ..*shape };
     let mut out = Vec::new();
     let dtemb = match temb {
         Some((tt, stride, off)) => {
             if acc(*tt, *off) {
                 bail!("a time-embedding slice has two readers");
             }
-            Some((
-                c.grad(*tt).context("time embedding gradient")?,
-                *stride,
-                *off,
-            ))
+            Some((c.grad(*tt).context("time embedding gradient")?, *stride, *off))
         }
         None => None,
     };
-    out.push(kernels::conv2d_backward_bias(
-        gpu,
-        "conv_backward_bias",
-        &g.span(b),
-        dtemb,
-        dy,
-        &s,
-        *out_div,
-    )?);
+    out.push(kernels::conv2d_backward_bias(gpu, "conv_backward_bias", &g.span(b), dtemb, dy, &s, *out_div)?);
     if let Some(r) = residual
         && let Some(dr) = c.grad(*r)
     {
         let a = acc(*r, 0);
         out.push(kernels::scale_add(gpu, "residual_backward", dr, dy, 1.0 / *out_div, a)?);
     }
-    let scratch =
-        (kernels::conv2d_backward_weight_scratch_len(gpu, &s) > 0).then_some(c.conv_weight_scratch);
-    out.extend(kernels::conv2d_backward_weight(
-        gpu,
-        "conv_backward_weight",
-        &g.span(w),
-        scratch,
-        dy,
-        &c.t[*x],
-        &s,
-        *out_div,
-    )?);
+    let scratch = (kernels::conv2d_backward_weight_scratch_len(gpu, &s) > 0).then_some(c.conv_weight_scratch);
+    out.extend(kernels::conv2d_backward_weight(gpu, "conv_backward_weight", &g.span(w), scratch, dy, &c.t[*x], &s, *out_div)?);
     if let Some(dx) = c.grad(*x) {
         let a = acc(*x, 0);
-        out.push(kernels::conv2d_backward_input(
-            gpu,
-            "conv_backward_input",
-            dx,
-            dy,
-            &c.params.span(w),
-            &s,
-            *out_div,
-            a,
-        )?);
+        out.push(kernels::conv2d_backward_input(gpu, "conv_backward_input", dx, dy, &c.params.span(w), &s, *out_div, a)?);
     }
     Ok(out)
 }
 
 // GroupNorm: y = [silu](group_norm(x) * gamma + beta) -----------------------
 
-fn group_norm_forward(
-    gpu: &Gpu,
-    op: &Op,
-    t: &[TensorView],
-    p: &ParamStore,
-    batch: u32,
-) -> Result<Vec<Dispatch>> {
-    let Op::GroupNorm {
-        y,
-        stats,
-        x,
-        gamma,
-        beta,
-        channels,
-        hw,
-        groups,
-        eps,
-        silu,
-    } = op
-    else {
-        unreachable!()
-    };
+fn group_norm_forward(gpu: &Gpu, op: &Op, t: &[TensorView], p: &ParamStore, batch: u32) -> Result<Vec<Dispatch>> {
+    let Op::GroupNorm { y, stats, x, gamma, beta, channels, hw, groups, eps, silu } = op else { unreachable!() };
     Ok(vec![kernels::group_norm_forward(
         gpu,
         "group_norm",
@@ -344,26 +193,8 @@ fn group_norm_forward(
     )?])
 }
 
-fn group_norm_backward(
-    c: &BackwardCtx,
-    op: &Op,
-    dy: &TensorView,
-    acc: &mut dyn FnMut(Tid, u32) -> bool,
-) -> Result<Vec<Dispatch>> {
-    let Op::GroupNorm {
-        stats,
-        x,
-        gamma,
-        beta,
-        channels,
-        hw,
-        groups,
-        silu,
-        ..
-    } = op
-    else {
-        unreachable!()
-    };
+fn group_norm_backward(c: &BackwardCtx, op: &Op, dy: &TensorView, acc: &mut dyn FnMut(Tid, u32) -> bool) -> Result<Vec<Dispatch>> {
+    let Op::GroupNorm { stats, x, gamma, beta, channels, hw, groups, silu, .. } = op else { unreachable!() };
     let dx = c.grad(*x).context("group norm input gradient")?;
     let a = acc(*x, 0);
     let (g, p) = (c.grads, c.params);
@@ -391,81 +222,28 @@ fn group_norm_backward(
 // Matmul: c = alpha a . b per image and head ------------------------------
 
 fn matmul_forward(gpu: &Gpu, op: &Op, t: &[TensorView], batch: u32) -> Result<Vec<Dispatch>> {
-    let Op::Matmul { c, a, b, desc } = op else {
-        unreachable!()
-    };
-    let d = MatmulDesc {
-        outer: batch,
-        ..*desc
-    };
-    Ok(vec![kernels::matmul(
-        gpu, "matmul", &t[*c], &t[*a], &t[*b], &d,
-    )?])
+    let Op::Matmul { c, a, b, desc } = op else { unreachable!() };
+    let d = MatmulDesc { outer: batch, ..*desc };
+    Ok(vec![kernels::matmul(gpu, "matmul", &t[*c], &t[*a], &t[*b], &d)?])
 }
 
 /// dA (m, k) = alpha dC B^T and dB (k, n) = alpha A^T dC, both with the
 /// forward's matmul kernel over transposed operand strides.
-fn matmul_backward(
-    c: &BackwardCtx,
-    op: &Op,
-    dy: &TensorView,
-    acc: &mut dyn FnMut(Tid, u32) -> bool,
-) -> Result<Vec<Dispatch>> {
-    let Op::Matmul { a, b, desc, .. } = op else {
-        unreachable!()
-    };
+fn matmul_backward(c: &BackwardCtx, op: &Op, dy: &TensorView, acc: &mut dyn FnMut(Tid, u32) -> bool) -> Result<Vec<Dispatch>> {
+    let Op::Matmul { a, b, desc, .. } = op else { unreachable!() };
     let (gpu, t) = (c.gpu, c.t);
-    let d = MatmulDesc {
-        outer: c.batch,
-        ..*desc
-    };
-    let transpose = |o: &Operand| Operand {
-        row_stride: o.col_stride,
-        col_stride: o.row_stride,
-        ..*o
-    };
+    let d = MatmulDesc { outer: c.batch, ..*desc };
+    let transpose = |o: &Operand| Operand { row_stride: o.col_stride, col_stride: o.row_stride, ..*o };
     let mut out = Vec::new();
     if let Some(da) = c.grad(*a) {
         let accumulate = acc(*a, desc.a.offset);
-        let dd = MatmulDesc {
-            m: d.m,
-            n: d.k,
-            k: d.n,
-            a: d.c,
-            b: transpose(&d.b),
-            c: d.a,
-            accumulate,
-            ..d
-        };
-        out.push(kernels::matmul(
-            gpu,
-            "matmul_backward_a",
-            da,
-            dy,
-            &t[*b],
-            &dd,
-        )?);
+        let dd = MatmulDesc { m: d.m, n: d.k, k: d.n, a: d.c, b: transpose(&d.b), c: d.a, accumulate, ..d };
+        out.push(kernels::matmul(gpu, "matmul_backward_a", da, dy, &t[*b], &dd)?);
     }
     if let Some(db) = c.grad(*b) {
         let accumulate = acc(*b, desc.b.offset);
-        let dd = MatmulDesc {
-            m: d.k,
-            n: d.n,
-            k: d.m,
-            a: transpose(&d.a),
-            b: d.c,
-            c: d.b,
-            accumulate,
-            ..d
-        };
-        out.push(kernels::matmul(
-            gpu,
-            "matmul_backward_b",
-            db,
-            &t[*a],
-            dy,
-            &dd,
-        )?);
+        let dd = MatmulDesc { m: d.k, n: d.n, k: d.m, a: transpose(&d.a), b: d.c, c: d.b, accumulate, ..d };
+        out.push(kernels::matmul(gpu, "matmul_backward_b", db, &t[*a], dy, &dd)?);
     }
     Ok(out)
 }
@@ -473,57 +251,23 @@ fn matmul_backward(
 // Softmax over each row of n -----------------------------------------------
 
 fn softmax_forward(gpu: &Gpu, op: &Op, t: &[TensorView], batch: u32) -> Result<Vec<Dispatch>> {
-    let Op::Softmax { y, x, rows, n } = op else {
-        unreachable!()
-    };
-    Ok(vec![kernels::softmax_forward(
-        gpu,
-        "softmax",
-        &t[*y],
-        &t[*x],
-        rows * batch,
-        *n,
-    )?])
+    let Op::Softmax { y, x, rows, n } = op else { unreachable!() };
+    Ok(vec![kernels::softmax_forward(gpu, "softmax", &t[*y], &t[*x], rows * batch, *n)?])
 }
 
-fn softmax_backward(
-    c: &BackwardCtx,
-    op: &Op,
-    dy: &TensorView,
-    acc: &mut dyn FnMut(Tid, u32) -> bool,
-) -> Result<Vec<Dispatch>> {
-    let Op::Softmax { y, x, rows, n } = op else {
-        unreachable!()
-    };
+fn softmax_backward(c: &BackwardCtx, op: &Op, dy: &TensorView, acc: &mut dyn FnMut(Tid, u32) -> bool) -> Result<Vec<Dispatch>> {
+    let Op::Softmax { y, x, rows, n } = op else { unreachable!() };
     let dx = c.grad(*x).context("softmax input gradient")?;
     if acc(*x, 0) {
         bail!("softmax scores have two readers");
     }
-    Ok(vec![kernels::softmax_backward(
-        c.gpu,
-        "softmax_backward",
-        dx,
-        dy,
-        &c.t[*y],
-        rows * c.batch,
-        *n,
-    )?])
+    Ok(vec![kernels::softmax_backward(c.gpu, "softmax_backward", dx, dy, &c.t[*y], rows * c.batch, *n)?])
 }
 
 // Concat along channels ----------------------------------------------------
 
 fn concat_forward(gpu: &Gpu, op: &Op, t: &[TensorView], batch: u32) -> Result<Vec<Dispatch>> {
-    let Op::Concat {
-        y,
-        a,
-        b,
-        ca,
-        cb,
-        hw,
-    } = op
-    else {
-        unreachable!()
-    };
+    let Op::Concat { y, a, b, ca, cb, hw } = op else { unreachable!() };
     let c = ca + cb;
     Ok(vec![
         kernels::copy_channels(gpu, "concat", &t[*y], &t[*a], batch, *ca, *hw, c, 0)?,
@@ -532,42 +276,15 @@ fn concat_forward(gpu: &Gpu, op: &Op, t: &[TensorView], batch: u32) -> Result<Ve
 }
 
 /// Each input's gradient is its channel slice of dy.
-fn concat_backward(
-    c: &BackwardCtx,
-    op: &Op,
-    dy: &TensorView,
-    acc: &mut dyn FnMut(Tid, u32) -> bool,
-) -> Result<Vec<Dispatch>> {
-    let Op::Concat {
-        a, b, ca, cb, hw, ..
-    } = op
-    else {
-        unreachable!()
-    };
+fn concat_backward(c: &BackwardCtx, op: &Op, dy: &TensorView, acc: &mut dyn FnMut(Tid, u32) -> bool) -> Result<Vec<Dispatch>> {
+    let Op::Concat { a, b, ca, cb, hw, .. } = op else { unreachable!() };
     let total = ca + cb;
     let mut out = Vec::new();
     for (src, ch, off) in [(*a, *ca, 0), (*b, *cb, *ca)] {
         if let Some(d) = c.grad(src) {
             let accumulate = acc(src, 0);
-            let (dst_slice, src_slice) = (
-                ChannelSlice {
-                    total: ch,
-                    offset: 0,
-                },
-                ChannelSlice { total, offset: off },
-            );
-            out.push(kernels::copy_channel_slice(
-                c.gpu,
-                "concat_backward",
-                d,
-                dst_slice,
-                dy,
-                src_slice,
-                c.batch,
-                ch,
-                *hw,
-                accumulate,
-            )?);
+            let (dst_slice, src_slice) = (ChannelSlice { total: ch, offset: 0 }, ChannelSlice { total, offset: off });
+            out.push(kernels::copy_channel_slice(c.gpu, "concat_backward", d, dst_slice, dy, src_slice, c.batch, ch, *hw, accumulate)?);
         }
     }
     Ok(out)
