@@ -138,6 +138,15 @@ fn conv2d_forward_subgroup_blocks_match_reference() {
         case(k, upsampled(same(2, 5, 3, 5, 10, 3)));
         case(k, upsampled(same(4, 3, 2, 2, 9, 3)));
     }
+    // Windows read as vec4 groups of four columns (w % 4 == 0, blocks 4k
+    // source columns apart): several block columns, padding on the left
+    // (groups straddling column 0) or none, stride 2 and upsampling.
+    case(tile(1, 1, 3, 4), same(2, 5, 6, 12, 7, 3));
+    case(tile(2, 1, 2, 4), same(1, 4, 5, 8, 9, 1));
+    case(tile(1, 2, 2, 2), strided(same(3, 3, 8, 16, 5, 3), [1, 1, 1, 1]));
+    case(tile(1, 2, 2, 2), strided(same(3, 3, 8, 16, 5, 3), [0, 0, 1, 1]));
+    case(tile(1, 1, 2, 8), upsampled(same(2, 3, 4, 8, 6, 3)));
+    case(tile(2, 1, 4, 8), upsampled(same(1, 3, 3, 12, 6, 3)));
     // The blocks the CPU family picks for the UNet's shapes (shrunk in cin).
     for &(b, cin, hw, cout, k, up, down) in &[
         (1u32, 6u32, 32u32, 10u32, 3u32, false, false),
