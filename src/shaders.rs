@@ -70,6 +70,7 @@ shaders!(
 /// (path, source) of every snippet in `shaders/snippets/`.
 pub const SNIPPETS: &[(&str, &str)] = &[
     ("snippets/weights_f32.wgsl", include_str!("../shaders/snippets/weights_f32.wgsl")),
+    ("snippets/weights_f32v4.wgsl", include_str!("../shaders/snippets/weights_f32v4.wgsl")),
     ("snippets/weights_f16.wgsl", include_str!("../shaders/snippets/weights_f16.wgsl")),
     ("snippets/weights_i8.wgsl", include_str!("../shaders/snippets/weights_i8.wgsl")),
     ("snippets/tile64.wgsl", include_str!("../shaders/snippets/tile64.wgsl")),

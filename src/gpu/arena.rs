@@ -111,6 +111,16 @@ impl TensorView {
         })
     }
 
+    /// This f32 view with its length rounded up to a multiple of `n`
+    /// elements, when its buffer holds them (the extra elements are whatever
+    /// follows the tensor: padding or the next tensor). For kernels that read
+    /// a weight in vec4 groups; None if the buffer ends too soon.
+    pub fn rounded_up(&self, n: usize) -> Option<TensorView> {
+        let len = self.len.next_multiple_of(n);
+        (self.dtype == Dtype::F32 && self.offset + len as u64 * 4 <= self.buf.size())
+            .then(|| TensorView { buf: self.buf.clone(), offset: self.offset, len, dtype: Dtype::F32 })
+    }
+
     /// Elements `start..start+len` of this view. The sub-view can be read and
     /// written; bind it only if its offset meets the storage alignment.
     pub fn slice(&self, start: usize, len: usize) -> TensorView {
