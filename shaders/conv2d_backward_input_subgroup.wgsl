@@ -48,7 +48,9 @@ const NCOL: u32 = (TN - 1u) * SD + T;
 
 @group(0) @binding(0) var<uniform> p: Params;
 @group(0) @binding(1) var<storage, read> dy: array<f32>;
-@group(0) @binding(2) var<storage, read> wt: array<f32>;
+@group(0) @binding(2) var<storage, read> wt: array<WWord>;
+// w_at, and w_at9 (a channel's 3x3 taps: from 3 vec4 loads with f32v4).
+// #include "snippets/weights_{{WEIGHTS}}.wgsl"
 @group(0) @binding(3) var<storage, read_write> dx: array<f32>;
 
 // broadcast8, dot8: one lane's value handed to all 8.
@@ -120,7 +122,7 @@ fn main(
                     for (var tx = 0u; tx < T; tx++) {
                         let ky = fy + 2u * (T - 1u - ty);
                         let kx = fx + 2u * (T - 1u - tx);
-                        let v = wt[base + min(ky, K - 1u) * K + min(kx, K - 1u)];
+                        let v = w_at(base + min(ky, K - 1u) * K + min(kx, K - 1u));
                         wl[i][ty][tx] = select(0.0, v, ky < K && kx < K);
                     }
                 }
@@ -128,9 +130,18 @@ fn main(
                 // All K x K taps once, then (MODE 1) the sums of NA x NA of
                 // them, at indices known once unrolled.
                 var wk: array<array<f32, K>, K>;
-                for (var ky = 0u; ky < K; ky++) {
-                    for (var kx = 0u; kx < K; kx++) {
-                        wk[ky][kx] = wt[base + ky * K + kx];
+                if (K == 3u) {
+                    let m = w_at9(base);
+                    for (var ky = 0u; ky < K; ky++) {
+                        for (var kx = 0u; kx < K; kx++) {
+                            wk[ky][kx] = m[ky % 3u][kx % 3u];
+                        }
+                    }
+                } else {
+                    for (var ky = 0u; ky < K; ky++) {
+                        for (var kx = 0u; kx < K; kx++) {
+                            wk[ky][kx] = w_at(base + ky * K + kx);
+                        }
                     }
                 }
                 for (var ty = 0u; ty < T; ty++) {
