@@ -47,7 +47,9 @@ const MI: u32 = TM / 8u;
 const NCOL: u32 = (TN - 1u) * SD + T;
 
 @group(0) @binding(0) var<uniform> p: Params;
-@group(0) @binding(1) var<storage, read> dy: array<f32>;
+// dy as f32, or as vec4<f32> where each lane's row segment is read in aligned
+// groups of 4 columns (DY_ROW below, from src/kernels/conv2d_backward.rs).
+@group(0) @binding(1) var<storage, read> dy: array<{{DY_T}}>;
 @group(0) @binding(2) var<storage, read> wt: array<WWord>;
 // w_at, and w_at9 (a channel's 3x3 taps: from 3 vec4 loads with f32v4).
 // #include "snippets/weights_{{WEIGHTS}}.wgsl"
@@ -165,10 +167,9 @@ fn main(
             let oy = oy0 + i32(ty);
             let row_ok = oy >= 0 && oy < i32(p.ho);
             let yrow = ybase + u32(clamp(oy, 0, i32(p.ho) - 1)) * p.wo;
+            // yr[t]: dy at column ox0 + t of this row, 0 outside dy.
             var yr: array<f32, NCOL>;
-            for (var t = 0u; t < NCOL; t++) {
-                yr[t] = select(0.0, dy[yrow + ycol[t]], row_ok && ycol_ok[t]);
-            }
+{{DY_ROW}}
             for (var tx = 0u; tx < T; tx++) {
                 for (var i = 0u; i < MI; i++) {
                     let w = broadcast8(wl[i][ty][tx]);

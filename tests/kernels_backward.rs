@@ -57,6 +57,12 @@ fn conv_cases() -> Vec<(Conv2dShape, f32, bool)> {
         // Upsample2D: nearest 2x fused into the input.
         (shape(2, 7, 3, 5, 6, 3, 1, [1; 4], true), 1.0, false),
         (shape(1, 12, 4, 7, 10, 3, 1, [1; 4], true), 1.0, false),
+        // dy rows of whole vec4s (wo % 4 == 0), read by the CPU family in
+        // aligned groups: left padding (segments start at column -1), none
+        // (1x1), and upsampled.
+        (Conv2dShape::same(2, 6, 5, 8, 7, 3), 1.0, false),
+        (Conv2dShape::same(2, 5, 3, 12, 6, 1), 1.0, false),
+        (shape(2, 5, 3, 6, 6, 3, 1, [1; 4], true), 1.0, false),
     ]
 }
 

@@ -15,7 +15,7 @@
 //! hardware GPUs 64 x 64 workgroup-memory tiles (`*_tiled.wgsl`).
 
 use super::conv2d::Conv2dShape;
-use crate::gpu::{Dispatch, Gpu, KernelFamily, TensorView, grid_1d};
+use crate::gpu::{Dispatch, Gpu, KernelFamily, PipelineKey, TensorView, grid_1d};
 use anyhow::{Result, ensure};
 
 /// Which kernel computes a convolution gradient (both gradients have both).
@@ -306,9 +306,45 @@ pub fn conv2d_backward_input_with(
             // holds the weight rounded up to whole vec4s.
             let w4 = if s.ksize == 3 && py.mode != 2 && px.mode != 2 { w.rounded_up(4) } else { None };
             let key = key("conv2d_backward_input_subgroup", tm, tn).define("WEIGHTS", if w4.is_some() { "f32v4" } else { "f32" });
+            let key = dy_row(key, s, &px, tn);
             gpu.dispatch(label, &key, &params, &[dy, w4.as_ref().unwrap_or(w), dx], grid)
         }
     }
+}
+
+/// The subgroup dx kernel's read of a lane's dy row segment (NCOL = (tn - 1)
+/// SD + T columns from ox0): scalar loads, or, where every segment starts at
+/// the same column mod 4 (stride 1 or upsampled, tn % 4 == 0) and dy rows
+/// are whole vec4s (wo % 4 == 0), aligned vec4 groups, a third of the loads
+/// (on lavapipe a load costs a loop over the lanes whatever its width).
+fn dy_row(key: PipelineKey, s: &Conv2dShape, px: &DimPlan, tn: u32) -> PipelineKey {
+    let (_, wo) = s.out_hw();
+    if px.mode == 2 || wo % 4 != 0 || tn % 4 != 0 {
+        return key.define("DY_T", "f32").define(
+            "DY_ROW",
+            "            for (var t = 0u; t < NCOL; t++) {
+                yr[t] = select(0.0, dy[yrow + ycol[t]], row_ok && ycol_ok[t]);
+            }",
+        );
+    }
+    // ox0 = v0 SD + cx with v0 a multiple of tn: ox0 = cx (mod 4).
+    let shift = px.offset[0].rem_euclid(4) as u32;
+    let ncol = (tn - 1) * px.dy_step + px.taps;
+    let groups = (shift + ncol).div_ceil(4);
+    key.define("DY_T", "vec4<f32>").define(
+        "DY_ROW",
+        format!(
+            "            var yg: array<vec4<f32>, {groups}>;
+            for (var g = 0u; g < {groups}u; g++) {{
+                let c = ox0 - {shift} + 4 * i32(g);
+                let ok = row_ok && c >= 0 && c < i32(p.wo);
+                yg[g] = select(vec4<f32>(), dy[(yrow + u32(clamp(c, 0, i32(p.wo) - 4))) / 4u], ok);
+            }}
+            for (var t = 0u; t < NCOL; t++) {{
+                yr[t] = yg[(t + {shift}u) / 4u][(t + {shift}u) % 4u];
+            }}"
+        ),
+    )
 }
 
 // ---------------------------------------------------------------------------
