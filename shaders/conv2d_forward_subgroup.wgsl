@@ -8,7 +8,11 @@
 // SIMD vector; arithmetic is cheap (8 lanes per instruction) but every
 // storage-buffer load is a scalar loop over the lanes that costs about 50
 // cycles per lane and element (measured, Mesa 22.3.6), about 20 vector
-// multiply-adds. Only loading each value as few times as possible pays:
+// multiply-adds. A vec4 load is one such loop for four values (about 1.4x
+// the time of a scalar one, BENCHMARKS.md), so the window is read in vec4
+// groups of columns where they line up (window_vec4 in conv2d.rs) and f32
+// 3x3 weights through weights_f32v4.wgsl. Otherwise only loading each value
+// as few times as possible pays:
 //   - lanes run over output channels: lane l computes channels
 //     co0 + l + 8 i (i < TM) and loads only its own weights;
 //   - the pixel block (NB images x PH x PW output pixels) is the same for all
