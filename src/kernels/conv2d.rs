@@ -204,13 +204,20 @@ pub fn subgroup_tile_for(s: &Conv2dShape) -> SubgroupTile {
     // pixels measured best (12 GFLOP/s against 9 for 4 x 8 x 256).
     // Blocks of several small images measured best at 128 pixels (4 x 8
     // images of 4x4, 2 of 8x8 at batch 16).
+    // An upsampled 3x3 convolution reads a window of half the block's side
+    // (and with the vec4 window few loads for it), so it wants the whole
+    // budget in pixels: 16x16 blocks (or several 8x8 images) measured
+    // +20-25% GFLOP/s at batch 16 and +9-24% at batch 1 over 4 channels x
+    // 8x8 (benches/conv.rs, BENCHMARKS.md). Elsewhere 4 channels x 64 pixels
+    // measured as good as or better than the wider blocks.
     let budget = SUBGROUP_ACCUMULATORS;
     let (side, pixels_wanted) = match (s.ksize, ho * wo >= 256) {
         (1, _) => (8, 64),
         (_, true) => (16, 256),
         (_, false) => (16, 128),
     };
-    let pixels_wanted = pixels_wanted.min(budget / 4);
+    let wide = s.upsample && s.ksize == 3;
+    let pixels_wanted = if wide { budget } else { pixels_wanted.min(budget / 4) };
     let side = if pixels_wanted <= 64 { side.min(8) } else { side };
     let ph = even(ho.min(side));
     let pw = even(wo.min(side));
@@ -562,6 +569,18 @@ mod tests {
 
     fn tile(tm: u32, nb: u32, ph: u32, pw: u32) -> SubgroupTile {
         SubgroupTile { tm, nb, ph, pw }
+    }
+
+    #[test]
+    fn upsampled_3x3_blocks_spend_the_budget_on_pixels() {
+        let up = |batch, hw| Conv2dShape { upsample: true, ..Conv2dShape::same(batch, 256, hw, hw, 256, 3) };
+        assert_eq!(subgroup_tile_for(&up(16, 16)), tile(1, 1, 16, 16));
+        assert_eq!(subgroup_tile_for(&up(1, 8)), tile(1, 1, 16, 16));
+        // 8x8 outputs: four images a block, or at batch 1 four channels.
+        assert_eq!(subgroup_tile_for(&up(16, 4)), tile(1, 4, 8, 8));
+        assert_eq!(subgroup_tile_for(&up(1, 4)), tile(4, 1, 8, 8));
+        // Not upsampled: 4 channels x 8x8 as before.
+        assert_eq!(subgroup_tile_for(&Conv2dShape::same(16, 256, 16, 16, 256, 3)), tile(4, 1, 8, 8));
     }
 
     #[test]
