@@ -351,13 +351,10 @@ pub fn conv2d_forward_with(
             };
             // x is bound as array<vec4<f32>> when the window is read in groups of 4.
             let x_t = if vec4 { "vec4<f32>" } else { super::act_type(label, "input", x)? };
-            // f32 3x3 weights are read as vec4 (weights_f32v4.wgsl) where the
-            // buffer holds the weight rounded up to whole vec4s.
-            let w4 = if w.dtype == Dtype::F32 && s.ksize == 3 { w.rounded_up(4) } else { None };
-            let weights = if w4.is_some() { "f32v4" } else { w.dtype.name() };
+            let (w, weights) = super::conv_weights(w, s.ksize == 3);
             let key = acts_x(key.define("WEIGHTS", weights), x_t)?;
             let blocks = s.batch.div_ceil(t.nb) * ho.div_ceil(t.ph) * wo.div_ceil(t.pw);
-            let buffers = [x, w4.as_ref().unwrap_or(w), bias, temb, residual, y];
+            let buffers = [x, &w, bias, temb, residual, y];
             gpu.dispatch(label, &key, &params, &buffers, [blocks, s.cout.div_ceil(8 * t.tm), 1])
         }
         Conv2dKernel::Tiled => {

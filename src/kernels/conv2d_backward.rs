@@ -301,13 +301,11 @@ pub fn conv2d_backward_input_with(
             ensure!(super::subgroups_of_8(gpu), "{label}: the subgroup kernel needs subgroups of 8 lanes");
             ensure!(tm % 8 == 0, "{label}: {layout:?}: tm must be a multiple of 8");
             let grid = [segs.div_ceil(8), s.cin.div_ceil(tm), phases];
-            // 3x3 weights read as 3 vec4 loads (snippets/weights_f32v4.wgsl)
-            // where every tap is read (stride 1, upsampled) and the buffer
-            // holds the weight rounded up to whole vec4s.
-            let w4 = if s.ksize == 3 && py.mode != 2 && px.mode != 2 { w.rounded_up(4) } else { None };
-            let key = key("conv2d_backward_input_subgroup", tm, tn).define("WEIGHTS", if w4.is_some() { "f32v4" } else { "f32" });
-            let key = dy_row(key, s, &px, tn);
-            gpu.dispatch(label, &key, &params, &[dy, w4.as_ref().unwrap_or(w), dx], grid)
+            // Whole 3x3 windows are read (w_at9) for stride 1 and upsampling;
+            // stride 2 reads single taps of one parity.
+            let (w, weights) = super::conv_weights(w, s.ksize == 3 && py.mode != 2 && px.mode != 2);
+            let key = dy_row(key("conv2d_backward_input_subgroup", tm, tn).define("WEIGHTS", weights), s, &px, tn);
+            gpu.dispatch(label, &key, &params, &[dy, &w, dx], grid)
         }
     }
 }

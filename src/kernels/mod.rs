@@ -36,6 +36,19 @@ pub fn act_type(label: &str, what: &str, t: &crate::gpu::TensorView) -> anyhow::
     }
 }
 
+/// The view of a conv weight `w` (cout, cin, 3, 3) that a CPU-family kernel
+/// binds, and the weights snippet that reads it (`{{WEIGHTS}}`): f32 weights
+/// as vec4 (`weights_f32v4.wgsl`: a channel's 9 taps from 3 loads) when
+/// `taps3x3` (the kernel reads whole 3x3 windows with `w_at9`) and the buffer
+/// holds the weight rounded up to whole vec4s; otherwise `w` as stored. Made
+/// once per dispatch, when a plan is recorded.
+pub fn conv_weights(w: &crate::gpu::TensorView, taps3x3: bool) -> (crate::gpu::TensorView, &'static str) {
+    match w.rounded_up(4).filter(|_| taps3x3) {
+        Some(w4) => (w4, "f32v4"),
+        None => (w.clone(), w.dtype.name()),
+    }
+}
+
 /// Whether the adapter runs subgroups of exactly 8 lanes, which every
 /// `*_subgroup.wgsl` kernel assumes (one subgroup per workgroup, values
 /// handed across lanes 0-7 with subgroupBroadcast).
