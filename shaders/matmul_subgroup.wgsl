@@ -3,11 +3,14 @@
 // when accumulate = 1; batched and strided the same way.
 //
 // One workgroup = one subgroup of 8 lanes computing a TM x 8*TN block of C:
-// lane l owns the columns n0 + l + 8c (c < TN) for the TM rows m0 .. m0+TM.
-// The reduction runs 8 k at a time: lane l loads A[m, k0 + l] for its TM rows
-// and hands them to the others with subgroupBroadcast (a register shuffle),
-// and loads its own 8 x TN values of B. Per 8 k a lane loads TM + 8 TN values
-// for 8 TM TN multiply-adds (lavapipe pays per loaded value).
+// each lane owns TN columns (b_col) for the TM rows m0 .. m0+TM. The
+// reduction runs 8 k at a time: the lanes load the TM x 8 tile of A between
+// them and hand it to each other with subgroupBroadcast (a register shuffle),
+// and each lane loads its own 8 x TN values of B, then does 8 TM TN
+// multiply-adds. On lavapipe a load costs a loop over the 8 lanes, about the
+// same whatever its width, so where an operand has a unit stride and aligned
+// offsets the tiles are read as vec4s (the *_vec4 snippets; Rust chooses,
+// matmul.rs) and otherwise one value at a time (*_scalar).
 // Needs wgpu::Features::SUBGROUP (no `enable subgroups;`, which this naga
 // rejects) and subgroups of exactly 8 lanes, one per workgroup.
 // petal:trusted (indices are clamped into the ranges its Rust wrapper checks; loops are finite)
@@ -29,8 +32,14 @@ const TN: u32 = {{TN}}u;
 @group(0) @binding(2) var<storage, read> bm: array<{{B_T}}>;
 @group(0) @binding(3) var<storage, read_write> c: array<{{C_T}}>;
 
-// broadcast8, dot8: one lane's value handed to all 8.
+// broadcast8, dot8, broadcast_pair: one lane's value handed to all 8.
 // #include "snippets/broadcast8.wgsl"
+
+// a_tile: the TM x 8 tile of A at (m0, k0) on every lane.
+// #include "snippets/matmul_a_{{A_LOADS}}.wgsl"
+
+// b_col, b_tile: this lane's TN columns and their 8 x TN tile of B.
+// #include "snippets/matmul_b_{{B_LOADS}}.wgsl"
 
 @compute @workgroup_size(8)
 fn main(
@@ -46,16 +55,6 @@ fn main(
     let bbase = p.b_off + outer * p.b_so + inner * p.b_si;
     let cbase = p.c_off + outer * p.c_so + inner * p.c_si;
 
-    // Clamped row and column offsets: out-of-range rows and columns compute
-    // a duplicate that is never stored.
-    var arow: array<u32, TM>;
-    for (var i = 0u; i < TM; i++) {
-        arow[i] = abase + min(m0 + i, p.m - 1u) * p.a_sm;
-    }
-    var bcol: array<u32, TN>;
-    for (var j = 0u; j < TN; j++) {
-        bcol[j] = bbase + min(n0 + lane + 8u * j, p.n - 1u) * p.b_sn;
-    }
     // Every loop indexes a private array by its own counter over the whole
     // length, which is what makes Mesa unroll it and keep the arrays in
     // registers.
@@ -66,24 +65,11 @@ fn main(
         }
     }
     for (var k0 = 0u; k0 < p.k; k0 += 8u) {
-        let k_ok = k0 + lane < p.k;
-        let kl = min(k0 + lane, p.k - 1u) * p.a_sk;
-        var al: array<f32, TM>;
+        let at = a_tile(abase, m0, k0, lane);
+        let bt = b_tile(bbase, n0, k0, lane);
         for (var i = 0u; i < TM; i++) {
-            al[i] = select(0.0, f32(a[arow[i] + kl]), k_ok);
-        }
-        // Rows k0 .. k0 + 8 of B at this lane's columns (zero past the end).
-        var bv: array<array<f32, 8>, TN>;
-        for (var r = 0u; r < 8u; r++) {
-            let kr = min(k0 + r, p.k - 1u) * p.b_sk;
             for (var j = 0u; j < TN; j++) {
-                bv[j][r] = select(0.0, f32(bm[bcol[j] + kr]), k0 + r < p.k);
-            }
-        }
-        for (var i = 0u; i < TM; i++) {
-            let d = broadcast8(al[i]);
-            for (var j = 0u; j < TN; j++) {
-                acc[i][j] += dot8(d, bv[j]);
+                acc[i][j] += dot8(at[i], bt[j]);
             }
         }
     }
@@ -92,7 +78,7 @@ fn main(
             break;
         }
         for (var j = 0u; j < TN; j++) {
-            let n = n0 + lane + 8u * j;
+            let n = b_col(j, n0, lane);
             if (n < p.n) {
                 let o = cbase + (m0 + i) * p.c_sm + n * p.c_sn;
                 var v = p.alpha * acc[i][j];

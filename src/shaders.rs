@@ -76,6 +76,10 @@ pub const SNIPPETS: &[(&str, &str)] = &[
     ("snippets/tile64.wgsl", include_str!("../shaders/snippets/tile64.wgsl")),
     ("snippets/broadcast8.wgsl", include_str!("../shaders/snippets/broadcast8.wgsl")),
     ("snippets/conv2d_epilogue.wgsl", include_str!("../shaders/snippets/conv2d_epilogue.wgsl")),
+    ("snippets/matmul_a_scalar.wgsl", include_str!("../shaders/snippets/matmul_a_scalar.wgsl")),
+    ("snippets/matmul_a_vec4.wgsl", include_str!("../shaders/snippets/matmul_a_vec4.wgsl")),
+    ("snippets/matmul_b_scalar.wgsl", include_str!("../shaders/snippets/matmul_b_scalar.wgsl")),
+    ("snippets/matmul_b_vec4.wgsl", include_str!("../shaders/snippets/matmul_b_vec4.wgsl")),
 ];
 
 pub fn source(name: &str) -> Option<&'static str> {

@@ -276,10 +276,65 @@ fn matmul_subgroup_blocks_match_reference() {
         return;
     }
     let mut seed = 100;
-    for (tm, tn) in [(4, 1), (8, 2), (16, 4), (16, 1)] {
+    for (tm, tn) in [(4, 1), (8, 2), (16, 4), (16, 1), (32, 8)] {
         for shape in [(2, 3, 13, 9, 7), (1, 2, 33, 70, 19), (2, 1, 16, 32, 64), (1, 1, 3, 5, 1)] {
             seed += 3;
             matmul_case(&gpu, Some(MatmulKernel::Subgroup { tm, tn }), shape, seed % 2 == 0, seed);
+        }
+    }
+}
+
+/// The subgroup kernel's vec4 loads (matmul.rs `vec4_axis`): A along k or m,
+/// B along k or n, each with aligned offsets and strides; m and n not filling
+/// the block, k a multiple of 4 but not of 8, k = 4, accumulation. The
+/// attention layouts (q^T k, v p^T and their gradients) are among these.
+#[test]
+fn matmul_subgroup_vec4_loads_match_reference() {
+    use kernels::matmul::MatmulKernel;
+    let gpu = gpu(petal::gpu::KernelFamily::Cpu);
+    if !kernels::subgroups_of_8(&gpu) {
+        eprintln!("skipped: the subgroup kernel needs subgroups of 8 lanes");
+        return;
+    }
+    // Operand (rows, cols) stored row-major (col stride 1) or transposed,
+    // after an offset of 4 and with padded matrices (stride a multiple of 4).
+    let operand = |rows: u32, cols: u32, unit_cols: bool, count: u32| -> (Operand, usize) {
+        let (rs, cs) = if unit_cols { (cols, 1) } else { (1, rows) };
+        let size = (rows * cols).next_multiple_of(4) + 4;
+        let o = Operand { offset: 4, outer_stride: size * count, inner_stride: size, row_stride: rs, col_stride: cs };
+        (o, (4 + size * count * 2) as usize)
+    };
+    let mut seed = 500;
+    for (tm, tn) in [(32, 8), (16, 4), (8, 4), (4, 1), (16, 2)] {
+        for (m, n, k) in [(20, 36, 12), (16, 64, 24), (4, 8, 4), (12, 40, 36)] {
+            for (a_k, b_n) in [(false, true), (true, false), (true, true), (false, false)] {
+                seed += 1;
+                let (outer, inner) = (2, 2);
+                let (ao, a_len) = operand(m, k, a_k, inner);
+                let (bo, b_len) = operand(k, n, b_n, inner);
+                let c_len = (outer * inner * m * n) as usize;
+                let d = MatmulDesc {
+                    m,
+                    n,
+                    k,
+                    outer,
+                    inner,
+                    a: ao,
+                    b: bo,
+                    c: Operand { offset: 0, outer_stride: inner * m * n, inner_stride: m * n, row_stride: n, col_stride: 1 },
+                    alpha: 0.7,
+                    accumulate: seed % 2 == 0,
+                };
+                let (a, b, c0) = (randn(seed, a_len, 1.0), randn(seed + 1, b_len, 1.0), randn(seed + 2, c_len, 1.0));
+                let (av, bv, cv) = (upload(&gpu, &a), upload(&gpu, &b), upload(&gpu, &c0));
+                let kernel = MatmulKernel::Subgroup { tm, tn };
+                let disp = kernels::matmul::matmul_with(&gpu, kernel, "mm", &cv, &av, &bv, &d).unwrap();
+                run(&gpu, &[&disp]);
+                let mut want = if d.accumulate { c0.clone() } else { vec![0.0; c_len] };
+                reference::matmul(&mut want, &a, &b, &d);
+                let what = format!("matmul {kernel:?} m {m} n {n} k {k}, A along k {a_k}, B along n {b_n}");
+                assert_close(&what, &gpu.read_f32(&cv).unwrap(), &want, 1e-4, 1e-5);
+            }
         }
     }
 }

@@ -21,3 +21,31 @@ fn dot8(d: array<f32, 8>, u: array<f32, 8>) -> f32 {
     return d[0] * u[0] + d[1] * u[1] + d[2] * u[2] + d[3] * u[3]
         + d[4] * u[4] + d[5] * u[5] + d[6] * u[6] + d[7] * u[7];
 }
+
+// The vec4s v of lanes 2h and 2h + 1 as 8 values (lane 2h's x, y, z, w,
+// then lane 2h + 1's), on every lane. Call it with h known when the shader
+// is compiled (a constant, or a counter of a loop Mesa unrolls), so that the
+// switch folds away.
+fn broadcast_pair(v: vec4<f32>, h: u32) -> array<f32, 8> {
+    var lo: vec4<f32>;
+    var hi: vec4<f32>;
+    switch h {
+        case 0u: {
+            lo = subgroupBroadcast(v, 0u);
+            hi = subgroupBroadcast(v, 1u);
+        }
+        case 1u: {
+            lo = subgroupBroadcast(v, 2u);
+            hi = subgroupBroadcast(v, 3u);
+        }
+        case 2u: {
+            lo = subgroupBroadcast(v, 4u);
+            hi = subgroupBroadcast(v, 5u);
+        }
+        default: {
+            lo = subgroupBroadcast(v, 6u);
+            hi = subgroupBroadcast(v, 7u);
+        }
+    }
+    return array<f32, 8>(lo.x, lo.y, lo.z, lo.w, hi.x, hi.y, hi.z, hi.w);
+}
