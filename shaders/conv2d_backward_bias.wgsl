@@ -4,6 +4,9 @@
 // (the second only when has_temb = 1: the forward epilogue's time-embedding
 // add). One workgroup per output channel; its 64 invocations split the images
 // and, when there are fewer than 64 images, the pixels of each image too.
+// Where hw is a multiple of 4, dy is read four pixels at a time (V =
+// vec4<f32>; on lavapipe a load costs a loop over the lanes whatever its
+// width).
 // petal:trusted (indices stay in bounds for sizes its Rust wrapper checks; loops are finite)
 
 struct Params {
@@ -12,9 +15,17 @@ struct Params {
 }
 
 const WG: u32 = 64u;
+// Pixels per element of dy: V is f32 (VW = 1) or vec4<f32> (VW = 4).
+alias V = {{V}};
+const VW: u32 = {{VW}}u;
+
+// The sum of v's components.
+fn hsum(v: V) -> f32 {
+    return {{HSUM}};
+}
 
 @group(0) @binding(0) var<uniform> p: Params;
-@group(0) @binding(1) var<storage, read> dy: array<f32>;
+@group(0) @binding(1) var<storage, read> dy: array<V>;
 @group(0) @binding(2) var<storage, read_write> db: array<f32>;
 @group(0) @binding(3) var<storage, read_write> dtemb: array<f32>;
 
@@ -32,9 +43,10 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) 
         let b = b0 + lid / parts;
         var s = 0.0;
         if (b < p.batch && lid < images_at_once * parts) {
-            let base = (b * p.cout + co) * p.hw;
-            for (var i = part; i < p.hw; i += parts) {
-                s += dy[base + i];
+            let len = p.hw / VW;
+            let base = (b * p.cout + co) * len;
+            for (var i = part; i < len; i += parts) {
+                s += hsum(dy[base + i]);
             }
         }
         partial[lid] = s;

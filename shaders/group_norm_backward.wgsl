@@ -9,7 +9,9 @@
 // x, dy and dx are (B, C, hw); gamma and beta (C).
 //
 // One invocation per (image, channel), looping over its pixels (no barriers
-// inside; lavapipe turns workgroup memory and barriers into slow loops). A
+// inside; lavapipe turns workgroup memory and barriers into slow loops), four
+// at a time as vec4s when hw is a multiple of 4 (V; on lavapipe a load or
+// store costs a loop over the lanes whatever its width). A
 // workgroup holds whole groups (WG is a multiple of C/G), so the group means
 // come from workgroup memory after one barrier.
 // petal:trusted (indices stay in bounds for sizes its Rust wrapper checks; loops are finite)
@@ -20,21 +22,29 @@ struct Params {
 }
 
 const WG: u32 = {{WG}}u;
+// Pixels per element of x, dy and dx: V is f32 (VW = 1) or vec4<f32> (4).
+alias V = {{V}};
+const VW: u32 = {{VW}}u;
+
+// The sum of v's components.
+fn hsum(v: V) -> f32 {
+    return {{HSUM}};
+}
 
 @group(0) @binding(0) var<uniform> p: Params;
-@group(0) @binding(1) var<storage, read> dy: array<f32>;
-@group(0) @binding(2) var<storage, read> x: array<f32>;
+@group(0) @binding(1) var<storage, read> dy: array<V>;
+@group(0) @binding(2) var<storage, read> x: array<V>;
 @group(0) @binding(3) var<storage, read> stats: array<f32>;
 @group(0) @binding(4) var<storage, read> gamma: array<f32>;
 @group(0) @binding(5) var<storage, read> beta: array<f32>;
-@group(0) @binding(6) var<storage, read_write> dx: array<f32>;
+@group(0) @binding(6) var<storage, read_write> dx: array<V>;
 @group(0) @binding(7) var<storage, read_write> partial: array<f32>;
 
 var<workgroup> sh_dn: array<f32, WG>;
 var<workgroup> sh_dnn: array<f32, WG>;
 
 // dL/dz from dL/dy at z.
-fn dz_of(d: f32, z: f32) -> f32 {
+fn dz_of(d: V, z: V) -> V {
     if (p.silu == 0u) {
         return d;
     }
@@ -60,15 +70,16 @@ fn main(
     let rstd = stats[bg * 2u + 1u];
     let g = gamma[c];
     let bt = beta[c];
-    let base = pair * p.hw;
+    let len = p.hw / VW;
+    let base = pair * len;
 
     var s_dz = 0.0;
     var s_dzn = 0.0;
-    for (var i = 0u; i < p.hw; i++) {
+    for (var i = 0u; i < len; i++) {
         let n = (x[base + i] - mean) * rstd;
         let dz = dz_of(dy[base + i], n * g + bt);
-        s_dz += dz;
-        s_dzn += dz * n;
+        s_dz += hsum(dz);
+        s_dzn += hsum(dz * n);
     }
     if (live) {
         partial[b * 2u * p.channels + c] = s_dzn;
@@ -90,7 +101,7 @@ fn main(
     let inv_n = 1.0 / f32(cpg * p.hw);
     let mean_dn = sum_dn * inv_n;
     let mean_dnn = sum_dnn * inv_n;
-    for (var i = 0u; i < p.hw; i++) {
+    for (var i = 0u; i < len; i++) {
         let n = (x[base + i] - mean) * rstd;
         let dz = dz_of(dy[base + i], n * g + bt);
         var v = rstd * (dz * g - mean_dn - n * mean_dnn);

@@ -6,6 +6,9 @@
 // subgroupAdd (no workgroup memory, no barriers, which cost a coroutine
 // switch per subgroup on llvmpipe), and the loops walk channel by channel so
 // that no element needs an integer division. Two passes, as the generic one.
+// Where hw is a multiple of 4, x and y are read and written four pixels at a
+// time (V = vec4<f32>; on lavapipe a load costs a loop over the lanes
+// whatever its width).
 // Needs wgpu::Features::SUBGROUP with subgroups of exactly 8 lanes.
 // petal:trusted (indices stay in bounds for sizes its Rust wrapper checks; loops are finite)
 
@@ -15,6 +18,16 @@ struct Params {
 }
 
 @group(0) @binding(0) var<uniform> p: Params;
+// Pixels per element: V is f32 (VW = 1) or vec4<f32> (VW = 4); x and y hold
+// elements of the same width in their own type (X_T, Y_T).
+alias V = {{V}};
+const VW: u32 = {{VW}}u;
+
+// The sum of v's components.
+fn hsum(v: V) -> f32 {
+    return {{HSUM}};
+}
+
 @group(0) @binding(1) var<storage, read> x: array<{{X_T}}>;
 @group(0) @binding(2) var<storage, read> gamma: array<f32>;
 @group(0) @binding(3) var<storage, read> beta: array<f32>;
@@ -28,17 +41,18 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(subgroup_invocation_id) 
     let g = bg % p.groups;
     let cpg = p.channels / p.groups;
     let n = cpg * p.hw;
-    let base = (b * p.channels + g * cpg) * p.hw;
+    let hwv = p.hw / VW;
+    let base = (b * p.channels + g * cpg) * hwv;
 
     var s = 0.0;
-    for (var i = lane; i < n; i += 8u) {
-        s += f32(x[base + i]);
+    for (var i = lane; i < cpg * hwv; i += 8u) {
+        s += hsum(V(x[base + i]));
     }
     let mean = subgroupAdd(s) / f32(n);
     var s2 = 0.0;
-    for (var i = lane; i < n; i += 8u) {
-        let d = f32(x[base + i]) - mean;
-        s2 += d * d;
+    for (var i = lane; i < cpg * hwv; i += 8u) {
+        let d = V(x[base + i]) - mean;
+        s2 += hsum(d * d);
     }
     let var_ = subgroupAdd(s2) / f32(n);
     let rstd = 1.0 / sqrt(var_ + p.eps);
@@ -50,9 +64,9 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(subgroup_invocation_id) 
         let c = g * cpg + cc;
         let scale = rstd * gamma[c];
         let shift = beta[c];
-        let row = base + cc * p.hw;
-        for (var i = lane; i < p.hw; i += 8u) {
-            var v = (f32(x[row + i]) - mean) * scale + shift;
+        let row = base + cc * hwv;
+        for (var i = lane; i < hwv; i += 8u) {
+            var v = (V(x[row + i]) - mean) * scale + shift;
             if (p.silu != 0u) {
                 v = v / (1.0 + exp(-v));
             }

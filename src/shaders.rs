@@ -136,7 +136,7 @@ pub fn render(key: &PipelineKey, features: wgpu::Features) -> Result<String> {
     if let Some(i) = used.iter().position(|u| !u) {
         return Err(anyhow!("shader {} has no placeholder {{{{{}}}}}", key.shader, key.defines[i].0));
     }
-    if key.defines.iter().any(|(name, value)| name.ends_with("_T") && value == "f16") {
+    if key.defines.iter().any(|(name, value)| name.ends_with("_T") && (value == "f16" || value.contains("<f16>"))) {
         if !features.contains(wgpu::Features::SHADER_F16) {
             return Err(anyhow!("shader {} keeps activations in f16, which needs SHADER_F16; this adapter lacks it", key.shader));
         }

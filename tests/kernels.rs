@@ -170,7 +170,7 @@ fn group_norm_forward_matches_reference() {
     for family in FAMILIES {
         let gpu = gpu(family);
         for (case, &(b, c, hw, groups, silu)) in
-            [(2usize, 12usize, 35usize, 3usize, true), (1, 8, 1, 8, false), (3, 32, 300, 8, true), (2, 6, 1030, 2, false)]
+            [(2usize, 12usize, 35usize, 3usize, true), (1, 8, 1, 8, false), (3, 32, 300, 8, true), (2, 6, 1030, 2, false), (2, 16, 16, 4, true), (1, 8, 4, 2, false)]
                 .iter()
                 .enumerate()
         {

@@ -168,7 +168,9 @@ fn conv2d_backward_bias_matches_reference() {
         let gpu = gpu(family);
         // Fewer images than invocations (pixels split), exactly 64, and more
         // than 64 (several rounds).
-        for (case, &(b, cout, h, w)) in [(1u32, 5u32, 7u32, 3u32), (3, 9, 5, 5), (64, 3, 2, 3), (70, 4, 3, 1)].iter().enumerate() {
+        // The last three read dy as vec4s (hw a multiple of 4).
+        let cases = [(1u32, 5u32, 7u32, 3u32), (3, 9, 5, 5), (64, 3, 2, 3), (70, 4, 3, 1), (2, 6, 4, 8), (64, 3, 4, 4), (70, 2, 2, 2)];
+        for (case, &(b, cout, h, w)) in cases.iter().enumerate() {
             let s = Conv2dShape::same(b, 2, h, w, cout, 3);
             let out_div = 1.25;
             let dy = randn(300 + case as u64, s.out_len(), 1.0);
@@ -225,6 +227,8 @@ fn group_norm_backward_matches_reference() {
             (3, 32, 300, 8, true),
             (2, 6, 1030, 2, false),
             (3, 40, 9, 4, true), // 10 channels per group: workgroups of 60
+            (2, 16, 64, 4, true), // pixels as vec4s, as the next two
+            (3, 8, 4, 2, false),
         ]
         .iter()
         .enumerate()

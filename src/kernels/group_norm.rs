@@ -43,8 +43,19 @@ pub fn group_norm_forward(
     // subgroup kernels (measured 2-3x faster on lavapipe).
     let subgroup = super::cpu_subgroup_kernels(gpu);
     ensure!(stats.dtype == crate::gpu::Dtype::F32, "{label}: statistics must be f32");
-    let key = crate::shaders::key(if subgroup { "group_norm_forward_subgroup" } else { "group_norm_forward" })
-        .define("X_T", super::act_type(label, "input", x)?)
-        .define("Y_T", super::act_type(label, "output", y)?);
+    let (x_t, y_t) = (super::act_type(label, "input", x)?, super::act_type(label, "output", y)?);
+    let key = if subgroup {
+        // Four pixels an element where every channel's pixels come in whole vec4s.
+        let (vw, hsum) = if hw % 4 == 0 { (4, "(v.x + v.y) + (v.z + v.w)") } else { (1, "v") };
+        let elem = |t: &str| if vw == 4 { format!("vec4<{t}>") } else { t.to_string() };
+        crate::shaders::key("group_norm_forward_subgroup")
+            .define("V", elem("f32"))
+            .define("VW", vw)
+            .define("HSUM", hsum)
+            .define("X_T", elem(x_t))
+            .define("Y_T", elem(y_t))
+    } else {
+        crate::shaders::key("group_norm_forward").define("X_T", x_t).define("Y_T", y_t)
+    };
     gpu.dispatch(label, &key, &params, &[x, gamma, beta, y, stats], [batch * groups, 1, 1])
 }
