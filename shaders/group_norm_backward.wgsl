@@ -22,14 +22,8 @@ struct Params {
 }
 
 const WG: u32 = {{WG}}u;
-// Pixels per element of x, dy and dx: V is f32 (VW = 1) or vec4<f32> (4).
-alias V = {{V}};
-const VW: u32 = {{VW}}u;
-
-// The sum of v's components.
-fn hsum(v: V) -> f32 {
-    return {{HSUM}};
-}
+// V, VW, hsum: x, dy and dx hold VW pixels an element.
+// #include "snippets/elements.wgsl"
 
 @group(0) @binding(0) var<uniform> p: Params;
 @group(0) @binding(1) var<storage, read> dy: array<V>;

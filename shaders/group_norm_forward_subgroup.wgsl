@@ -18,15 +18,9 @@ struct Params {
 }
 
 @group(0) @binding(0) var<uniform> p: Params;
-// Pixels per element: V is f32 (VW = 1) or vec4<f32> (VW = 4); x and y hold
-// elements of the same width in their own type (X_T, Y_T).
-alias V = {{V}};
-const VW: u32 = {{VW}}u;
-
-// The sum of v's components.
-fn hsum(v: V) -> f32 {
-    return {{HSUM}};
-}
+// V, VW, hsum: x and y hold VW pixels an element, each in its own type
+// (X_T, Y_T: f32 or f16, scalars or vec4s).
+// #include "snippets/elements.wgsl"
 
 @group(0) @binding(1) var<storage, read> x: array<{{X_T}}>;
 @group(0) @binding(2) var<storage, read> gamma: array<f32>;

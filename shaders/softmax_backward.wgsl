@@ -1,6 +1,7 @@
 // softmax_backward: for y = softmax of each row of x (rows, n),
 //   dx[r, j] = y[r, j] * (dy[r, j] - sum_k dy[r, k] * y[r, k]).
-// dx, dy and y are (rows, n); dx is written (=). One invocation per row.
+// dx, dy and y are (rows, n); dx is written (=). One invocation per row;
+// rows of a multiple of 4 are read and written as vec4s (elements.wgsl).
 // petal:trusted (indices stay in bounds for sizes its Rust wrapper checks; loops are finite)
 
 struct Params {
@@ -8,9 +9,12 @@ struct Params {
 }
 
 @group(0) @binding(0) var<uniform> p: Params;
-@group(0) @binding(1) var<storage, read> dy: array<f32>;
-@group(0) @binding(2) var<storage, read> y: array<f32>;
-@group(0) @binding(3) var<storage, read_write> dx: array<f32>;
+// V, VW, hsum: dy, y and dx hold VW values an element.
+// #include "snippets/elements.wgsl"
+
+@group(0) @binding(1) var<storage, read> dy: array<V>;
+@group(0) @binding(2) var<storage, read> y: array<V>;
+@group(0) @binding(3) var<storage, read_write> dx: array<V>;
 
 @compute @workgroup_size(64)
 fn main(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>) {
@@ -18,12 +22,13 @@ fn main(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) 
     if (row >= p.rows) {
         return;
     }
-    let base = row * p.n;
+    let len = p.n / VW;
+    let base = row * len;
     var s = 0.0;
-    for (var j = 0u; j < p.n; j++) {
-        s += dy[base + j] * y[base + j];
+    for (var j = 0u; j < len; j++) {
+        s += hsum(dy[base + j] * y[base + j]);
     }
-    for (var j = 0u; j < p.n; j++) {
+    for (var j = 0u; j < len; j++) {
         dx[base + j] = y[base + j] * (dy[base + j] - s);
     }
 }

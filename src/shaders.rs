@@ -76,6 +76,7 @@ pub const SNIPPETS: &[(&str, &str)] = &[
     ("snippets/tile64.wgsl", include_str!("../shaders/snippets/tile64.wgsl")),
     ("snippets/broadcast8.wgsl", include_str!("../shaders/snippets/broadcast8.wgsl")),
     ("snippets/conv2d_epilogue.wgsl", include_str!("../shaders/snippets/conv2d_epilogue.wgsl")),
+    ("snippets/elements.wgsl", include_str!("../shaders/snippets/elements.wgsl")),
     ("snippets/matmul_a_scalar.wgsl", include_str!("../shaders/snippets/matmul_a_scalar.wgsl")),
     ("snippets/matmul_a_vec4.wgsl", include_str!("../shaders/snippets/matmul_a_vec4.wgsl")),
     ("snippets/matmul_b_scalar.wgsl", include_str!("../shaders/snippets/matmul_b_scalar.wgsl")),
@@ -173,14 +174,23 @@ mod tests {
     #[test]
     fn subgroup_kernels_include_the_broadcast_snippet() {
         let keys = [
-            key("matmul_subgroup").define("TM", 4).define("TN", 2).define("A_T", "f32").define("B_T", "f32").define("C_T", "f32"),
+            key("matmul_subgroup")
+                .define("TM", 4)
+                .define("TN", 2)
+                .define("A_LOADS", "scalar")
+                .define("B_LOADS", "scalar")
+                .define("A_T", "f32")
+                .define("B_T", "f32")
+                .define("C_T", "f32"),
             key("linear_backward_input_subgroup").define("TB", 4).define("TI", 2),
             key("linear_backward_weight_subgroup").define("TO8", 2).define("TI", 2),
         ];
+        let snippet = SNIPPETS.iter().find(|(p, _)| *p == "snippets/broadcast8.wgsl").unwrap().1;
+        let in_snippet = snippet.matches("subgroupBroadcast(").count();
         for k in keys {
             let src = render(&k, wgpu::Features::SUBGROUP).unwrap();
             assert!(src.contains("fn broadcast8(") && src.contains("fn dot8(") && !src.contains("#include"), "{}", k.shader);
-            assert_eq!(src.matches("subgroupBroadcast(").count(), 8, "{}: broadcasts only in the snippet", k.shader);
+            assert_eq!(src.matches("subgroupBroadcast(").count(), in_snippet, "{}: broadcasts only in the snippet", k.shader);
             let err = render(&k, wgpu::Features::empty()).unwrap_err().to_string();
             assert!(err.contains("needs subgroups"), "{err}");
         }
@@ -201,15 +211,20 @@ mod tests {
 
     #[test]
     fn f16_activations_enable_f16_and_need_the_feature() {
-        let key = crate::shaders::key("copy_channels").define("X_T", "f16").define("Y_T", "f32");
+        let copy = |four| crate::kernels::elements(crate::shaders::key("copy_channels"), four);
+        let key = copy(false).define("X_T", "f16").define("Y_T", "f32");
         let src = render(&key, wgpu::Features::SHADER_F16).unwrap();
         assert!(src.starts_with("enable f16;\n") && src.contains("array<f16>"), "{src}");
         let err = render(&key, wgpu::Features::empty()).unwrap_err().to_string();
         assert!(err.contains("needs SHADER_F16"), "{err}");
+        // Also at four values an element.
+        let key = copy(true).define("X_T", "vec4<f16>").define("Y_T", "vec4<f32>");
+        let src = render(&key, wgpu::Features::SHADER_F16).unwrap();
+        assert!(src.starts_with("enable f16;\n") && src.contains("array<vec4<f16>>"), "{src}");
         // f16 weights are packed words: no `enable f16;`.
         let key = crate::shaders::key("linear_forward").define("WEIGHTS", "f16");
         assert!(!render(&key, wgpu::Features::empty()).unwrap().contains("enable f16"));
-        let key = crate::shaders::key("copy_channels").define("X_T", "f32").define("Y_T", "f32");
+        let key = copy(true).define("X_T", "vec4<f32>").define("Y_T", "vec4<f32>");
         assert!(!render(&key, wgpu::Features::SHADER_F16).unwrap().contains("enable f16"));
     }
 }

@@ -203,16 +203,18 @@ fn conv2d_backward_bias_matches_reference() {
 fn scale_add_writes_and_accumulates() {
     for family in FAMILIES {
         let gpu = gpu(family);
-        let n = 1000;
+        // 1000 values as vec4s, 1001 one at a time.
+        for (n, accumulate) in [(1000, false), (1000, true), (1001, false), (1001, true)] {
         let src = randn(400, n, 1.0);
         let prior = randn(401, n, 1.0);
-        for accumulate in [false, true] {
+        {
             let dst = upload(&gpu, &prior);
             let d = kernels::scale_add(&gpu, "scale_add", &dst, &upload(&gpu, &src), 1.0 / 1.5, accumulate).unwrap();
             run(&gpu, &[d]);
             let want: Vec<f32> =
                 src.iter().zip(&prior).map(|(s, p)| s / 1.5 + if accumulate { *p } else { 0.0 }).collect();
             assert_close("scale_add", &gpu.read_f32(&dst).unwrap(), &want, 1e-6, 1e-6);
+        }
         }
     }
 }
@@ -321,7 +323,8 @@ fn linear_backward_matches_reference() {
 fn softmax_backward_matches_reference() {
     for family in FAMILIES {
         let gpu = gpu(family);
-        let (rows, n) = (37u32, 19u32);
+        // Rows of 19 one value at a time, of 20 as vec4s.
+        for (rows, n) in [(37u32, 19u32), (37, 20)] {
         let mut y = randn(700, (rows * n) as usize, 3.0);
         reference::softmax(&mut y, n as usize);
         let dy = randn(701, y.len(), 1.0);
@@ -329,6 +332,7 @@ fn softmax_backward_matches_reference() {
         let d = kernels::softmax_backward(&gpu, "softmax_back", &dx, &upload(&gpu, &dy), &upload(&gpu, &y), rows, n).unwrap();
         run(&gpu, &[d]);
         assert_close("softmax_backward", &gpu.read_f32(&dx).unwrap(), &rb::softmax_backward(&dy, &y, n as usize), 1e-6, 1e-5);
+        }
     }
 }
 
@@ -336,7 +340,9 @@ fn softmax_backward_matches_reference() {
 fn copy_channel_slice_concatenates_and_splits() {
     for family in FAMILIES {
         let gpu = gpu(family);
-        let (b, ca, cb, hw) = (3usize, 5usize, 2usize, 7usize);
+        // 7 pixels one value at a time, 8 as vec4s.
+        for hw in [7usize, 8] {
+        let (b, ca, cb) = (3usize, 5usize, 2usize);
         let c = ca + cb;
         // Forward: y = cat(a, bb) through the old entry point and the new one.
         let a = randn(800, b * ca * hw, 1.0);
@@ -402,6 +408,7 @@ fn copy_channel_slice_concatenates_and_splits() {
         assert!(
             kernels::copy_channel_slice(&gpu, "bad", &dst, whole(ca), &dyv, sb, b as u32, ca as u32, hw as u32, false).is_err()
         );
+        }
     }
 }
 

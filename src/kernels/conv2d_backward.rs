@@ -609,8 +609,7 @@ pub fn conv2d_backward_bias(
     };
     let t = dtemb.map_or(&gpu.dummy, |t| t.0);
     // Four pixels a load where every image's channel comes in whole vec4s.
-    let (v, vw, hsum) = if (ho * wo) % 4 == 0 { ("vec4<f32>", 4, "(v.x + v.y) + (v.z + v.w)") } else { ("f32", 1, "v") };
-    let key = crate::shaders::key("conv2d_backward_bias").define("V", v).define("VW", vw).define("HSUM", hsum);
+    let key = super::elements(crate::shaders::key("conv2d_backward_bias"), (ho * wo) % 4 == 0);
     gpu.dispatch(label, &key, &params, &[dy, db, t], [s.cout, 1, 1])
 }
 

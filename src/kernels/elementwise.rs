@@ -16,7 +16,7 @@ struct SoftmaxParams {
 pub fn softmax_forward(gpu: &Gpu, label: &str, y: &TensorView, x: &TensorView, rows: u32, n: u32) -> Result<Dispatch> {
     ensure!(x.len == (rows * n) as usize && y.len == x.len, "{label}: softmax size");
     let params = SoftmaxParams { rows, n, _pad: [0; 2] };
-    let key = crate::shaders::key("softmax_forward");
+    let key = super::elements(crate::shaders::key("softmax_forward"), n % 4 == 0);
     gpu.dispatch(label, &key, &params, &[x, y], grid_1d(rows.div_ceil(64)))
 }
 
@@ -43,7 +43,7 @@ pub fn softmax_backward(
     let len = (rows * n) as usize;
     ensure!(dx.len == len && dy.len == len && y.len == len, "{label}: softmax gradient size");
     let params = SoftmaxBackwardParams { rows, n, _pad: [0; 2] };
-    let key = crate::shaders::key("softmax_backward");
+    let key = super::elements(crate::shaders::key("softmax_backward"), n % 4 == 0);
     gpu.dispatch(label, &key, &params, &[dy, y, dx], grid_1d(rows.div_ceil(64)))
 }
 
@@ -63,8 +63,9 @@ pub fn scale_add(gpu: &Gpu, label: &str, dst: &TensorView, src: &TensorView, sca
     ensure!(dst.len == src.len, "{label}: scale_add sizes differ ({} and {})", dst.len, src.len);
     let n = dst.len as u32;
     let params = ScaleAddParams { n, accumulate: accumulate as u32, scale, _pad: 0 };
-    let key = crate::shaders::key("scale_add");
-    gpu.dispatch(label, &key, &params, &[src, dst], grid_1d(n.div_ceil(256)))
+    let four = n % 4 == 0;
+    let key = super::elements(crate::shaders::key("scale_add"), four);
+    gpu.dispatch(label, &key, &params, &[src, dst], grid_1d((n / if four { 4 } else { 1 }).div_ceil(256)))
 }
 
 /// Where a channel slice lives: `channels` channels starting at `offset` of a
@@ -120,10 +121,13 @@ pub fn copy_channel_slice(
         dst_offset: d.offset,
         accumulate: accumulate as u32,
     };
-    let key = crate::shaders::key("copy_channels")
-        .define("X_T", super::act_type(label, "source", src)?)
-        .define("Y_T", super::act_type(label, "destination", dst)?);
-    gpu.dispatch(label, &key, &params, &[src, dst], grid_1d((batch * channels * hw).div_ceil(256)))
+    // Four values an element where every channel's pixels come in whole vec4s.
+    let four = hw % 4 == 0;
+    let key = super::elements(crate::shaders::key("copy_channels"), four)
+        .define("X_T", super::elem(super::act_type(label, "source", src)?, four))
+        .define("Y_T", super::elem(super::act_type(label, "destination", dst)?, four));
+    let elements = batch * channels * hw / if four { 4 } else { 1 };
+    gpu.dispatch(label, &key, &params, &[src, dst], grid_1d(elements.div_ceil(256)))
 }
 
 /// dst[b, c_offset .. c_offset + c_src, :] = src (B, c_src, hw); dst is

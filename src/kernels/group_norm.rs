@@ -46,14 +46,10 @@ pub fn group_norm_forward(
     let (x_t, y_t) = (super::act_type(label, "input", x)?, super::act_type(label, "output", y)?);
     let key = if subgroup {
         // Four pixels an element where every channel's pixels come in whole vec4s.
-        let (vw, hsum) = if hw % 4 == 0 { (4, "(v.x + v.y) + (v.z + v.w)") } else { (1, "v") };
-        let elem = |t: &str| if vw == 4 { format!("vec4<{t}>") } else { t.to_string() };
-        crate::shaders::key("group_norm_forward_subgroup")
-            .define("V", elem("f32"))
-            .define("VW", vw)
-            .define("HSUM", hsum)
-            .define("X_T", elem(x_t))
-            .define("Y_T", elem(y_t))
+        let four = hw % 4 == 0;
+        super::elements(crate::shaders::key("group_norm_forward_subgroup"), four)
+            .define("X_T", super::elem(x_t, four))
+            .define("Y_T", super::elem(y_t, four))
     } else {
         crate::shaders::key("group_norm_forward").define("X_T", x_t).define("Y_T", y_t)
     };

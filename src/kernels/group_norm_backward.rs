@@ -64,9 +64,7 @@ pub fn group_norm_backward(
     // A workgroup holds whole groups: about 64 (image, channel) pairs.
     let wg = cpg * (64 / cpg).max(1);
     // Four pixels a load where a channel's pixels come in whole vec4s.
-    let (v, vw, hsum) = if hw % 4 == 0 { ("vec4<f32>", 4, "(v.x + v.y) + (v.z + v.w)") } else { ("f32", 1, "v") };
-    let key =
-        crate::shaders::key("group_norm_backward").define("WG", wg).define("V", v).define("VW", vw).define("HSUM", hsum);
+    let key = super::elements(crate::shaders::key("group_norm_backward").define("WG", wg), hw % 4 == 0);
     let main = gpu.dispatch(
         label,
         &key,

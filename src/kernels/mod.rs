@@ -49,6 +49,29 @@ pub fn conv_weights(w: &crate::gpu::TensorView, taps3x3: bool) -> (crate::gpu::T
     }
 }
 
+/// `key` with the element width of a memory-bound kernel
+/// (`snippets/elements.wgsl`): four values an element (`vec4<f32>`) when
+/// `four`, else one. Callers pass `four` only where every row the kernel
+/// walks (a channel's pixels, a softmax row) and every offset into them is a
+/// multiple of 4, and bind their tensors as arrays of elements; `elem` gives
+/// an activation type ("f32", "f16") at that width.
+pub fn elements(key: crate::gpu::PipelineKey, four: bool) -> crate::gpu::PipelineKey {
+    if four {
+        key.define("V", "vec4<f32>")
+            .define("VW", 4)
+            .define("HSUM", "(v.x + v.y) + (v.z + v.w)")
+            .define("HMAX", "max(max(v.x, v.y), max(v.z, v.w))")
+    } else {
+        key.define("V", "f32").define("VW", 1).define("HSUM", "v").define("HMAX", "v")
+    }
+}
+
+/// The element type of an activation of type `t` ("f32", "f16") at the
+/// width [`elements`] chose.
+pub fn elem(t: &str, four: bool) -> String {
+    if four { format!("vec4<{t}>") } else { t.to_string() }
+}
+
 /// Whether the adapter runs subgroups of exactly 8 lanes, which every
 /// `*_subgroup.wgsl` kernel assumes (one subgroup per workgroup, values
 /// handed across lanes 0-7 with subgroupBroadcast).
