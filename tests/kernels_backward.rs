@@ -63,6 +63,10 @@ fn conv_cases() -> Vec<(Conv2dShape, f32, bool)> {
         (Conv2dShape::same(2, 6, 5, 8, 7, 3), 1.0, false),
         (Conv2dShape::same(2, 5, 3, 12, 6, 1), 1.0, false),
         (shape(2, 5, 3, 6, 6, 3, 1, [1; 4], true), 1.0, false),
+        // Stride 2 over rows of whole vec4s (x read in groups): no left
+        // padding and 6 output columns; padding 1 and 8 (dy in groups too).
+        (shape(2, 6, 8, 12, 6, 3, 2, [0, 0, 1, 1], false), 1.0, false),
+        (shape(2, 5, 6, 16, 7, 3, 2, [1; 4], false), 1.0, true),
     ]
 }
 
