@@ -9,8 +9,8 @@
 // and each lane loads its own 8 x TN values of B, then does 8 TM TN
 // multiply-adds. On lavapipe a load costs a loop over the 8 lanes, about the
 // same whatever its width, so where an operand has a unit stride and aligned
-// offsets the tiles are read as vec4s (the *_vec4 snippets; Rust chooses,
-// matmul.rs) and otherwise one value at a time (*_scalar).
+// offsets the tiles are read (and C written) as vec4s (the *_vec4 snippets;
+// Rust chooses, matmul.rs) and otherwise one value at a time (*_scalar).
 // Needs wgpu::Features::SUBGROUP (no `enable subgroups;`, which this naga
 // rejects) and subgroups of exactly 8 lanes, one per workgroup.
 // petal:trusted (indices are clamped into the ranges its Rust wrapper checks; loops are finite)
@@ -40,6 +40,9 @@ const TN: u32 = {{TN}}u;
 
 // b_col, b_tile: this lane's TN columns and their 8 x TN tile of B.
 // #include "snippets/matmul_b_{{B_LOADS}}.wgsl"
+
+// store_row: one row of this lane's block into C.
+// #include "snippets/matmul_c_{{C_STORES}}.wgsl"
 
 @compute @workgroup_size(8)
 fn main(
@@ -77,16 +80,6 @@ fn main(
         if (m0 + i >= p.m) {
             break;
         }
-        for (var j = 0u; j < TN; j++) {
-            let n = b_col(j, n0, lane);
-            if (n < p.n) {
-                let o = cbase + (m0 + i) * p.c_sm + n * p.c_sn;
-                var v = p.alpha * acc[i][j];
-                if (p.accumulate != 0u) {
-                    v += f32(c[o]);
-                }
-                c[o] = {{C_T}}(v);
-            }
-        }
+        store_row(cbase + (m0 + i) * p.c_sm, n0, lane, acc[i]);
     }
 }

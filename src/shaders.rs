@@ -81,6 +81,8 @@ pub const SNIPPETS: &[(&str, &str)] = &[
     ("snippets/matmul_a_vec4.wgsl", include_str!("../shaders/snippets/matmul_a_vec4.wgsl")),
     ("snippets/matmul_b_scalar.wgsl", include_str!("../shaders/snippets/matmul_b_scalar.wgsl")),
     ("snippets/matmul_b_vec4.wgsl", include_str!("../shaders/snippets/matmul_b_vec4.wgsl")),
+    ("snippets/matmul_c_scalar.wgsl", include_str!("../shaders/snippets/matmul_c_scalar.wgsl")),
+    ("snippets/matmul_c_vec4.wgsl", include_str!("../shaders/snippets/matmul_c_vec4.wgsl")),
 ];
 
 pub fn source(name: &str) -> Option<&'static str> {
@@ -179,6 +181,7 @@ mod tests {
                 .define("TN", 2)
                 .define("A_LOADS", "scalar")
                 .define("B_LOADS", "scalar")
+                .define("C_STORES", "scalar")
                 .define("A_T", "f32")
                 .define("B_T", "f32")
                 .define("C_T", "f32"),

@@ -190,16 +190,24 @@ pub fn matmul_with(
                 Some(along_n) => key.define("B_LOADS", "vec4").define("B_ALONG_K", !along_n).define("B_T", "vec4<f32>"),
                 None => key.define("B_LOADS", "scalar").define("B_T", super::act_type(label, "B", b)?),
             };
+            // C as vec4s where a lane's columns come four in a row (B along
+            // n) and C's rows line up the same way.
+            let c_vec4 = b_vec4 == Some(true) && vec4_axis(&d.c, c.dtype, d.m, d.n) == Some(true);
+            key = if c_vec4 {
+                key.define("C_STORES", "vec4").define("C_T", "vec4<f32>")
+            } else {
+                key.define("C_STORES", "scalar").define("C_T", super::act_type(label, "C", c)?)
+            };
             (key, [d.n.div_ceil(8 * tn), d.m.div_ceil(tm), d.outer * d.inner])
         }
     };
     let key = match kernel {
         MatmulKernel::Generic => key
             .define("A_T", super::act_type(label, "A", a)?)
-            .define("B_T", super::act_type(label, "B", b)?),
+            .define("B_T", super::act_type(label, "B", b)?)
+            .define("C_T", super::act_type(label, "C", c)?),
         MatmulKernel::Subgroup { .. } => key,
     };
-    let key = key.define("C_T", super::act_type(label, "C", c)?);
     gpu.dispatch(label, &key, &params, &[a, b, c], grid)
 }
 
