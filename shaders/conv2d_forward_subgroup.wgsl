@@ -91,7 +91,7 @@ fn main(
     // Each lane's weight rows: channel co0 + lane + 8 i (clamped at cout).
 {{WEIGHT_ROWS}}
 {{ACC_DECL}}
-    for (var ci = 0u; ci < p.cin; ci++) {
+    for (var ci = 0u; ci < p.cin; ci += {{CI_STEP}}u) {
         let xo = ci * plane;
         let wo_ = ci * KK;
 {{LOAD}}

@@ -162,13 +162,17 @@ mod tests {
     #[test]
     fn includes_take_the_snippet_of_the_weight_format() {
         for format in ["f32", "f16", "i8"] {
-            let key = crate::shaders::key("linear_forward").define("WEIGHTS", format);
+            let key = crate::kernels::elements(crate::shaders::key("linear_forward"), false)
+                .define("WEIGHTS", format)
+                .define("W_AT", "w_at");
             let src = render(&key, wgpu::Features::empty()).unwrap();
             assert!(!src.contains("#include"), "{format}: include left in place");
             let marker = if format == "f32" { "alias WWord = f32;" } else { "alias WWord = u32;" };
             assert!(src.contains(marker) && src.contains("fn w_at("), "{format}");
         }
-        let key = crate::shaders::key("linear_forward").define("WEIGHTS", "q4");
+        let key = crate::kernels::elements(crate::shaders::key("linear_forward"), false)
+            .define("WEIGHTS", "q4")
+            .define("W_AT", "w_at");
         let err = render(&key, wgpu::Features::empty()).unwrap_err();
         assert!(err.to_string().contains("no snippet snippets/weights_q4.wgsl"), "{err}");
     }
@@ -225,7 +229,9 @@ mod tests {
         let src = render(&key, wgpu::Features::SHADER_F16).unwrap();
         assert!(src.starts_with("enable f16;\n") && src.contains("array<vec4<f16>>"), "{src}");
         // f16 weights are packed words: no `enable f16;`.
-        let key = crate::shaders::key("linear_forward").define("WEIGHTS", "f16");
+        let key = crate::kernels::elements(crate::shaders::key("linear_forward"), true)
+            .define("WEIGHTS", "f16")
+            .define("W_AT", "w_at4");
         assert!(!render(&key, wgpu::Features::empty()).unwrap().contains("enable f16"));
         let key = copy(true).define("X_T", "vec4<f32>").define("Y_T", "vec4<f32>");
         assert!(!render(&key, wgpu::Features::SHADER_F16).unwrap().contains("enable f16"));

@@ -67,6 +67,8 @@ fn shapes() -> Vec<Conv2dShape> {
         upsampled(same(2, 7, 3, 5, 6, 3)),
         same(17, 8, 4, 4, 12, 3),
         same(2, 40, 6, 6, 70, 1),
+        // 1x1 over 4k channels and rows of 4k pixels: 4 channels a step, vec4 window.
+        same(2, 8, 4, 8, 12, 1),
         same(2, 16, 9, 7, 3, 3),
         same(1, 5, 3, 3, 7, 3),
     ]

@@ -10,6 +10,11 @@ fn w_at(i: u32) -> f32 {
     return select(v.x, v.y, (i & 1u) == 1u);
 }
 
+// Elements i .. i + 4 (i a multiple of 4): two words.
+fn w_at4(i: u32) -> vec4<f32> {
+    return vec4<f32>(unpack2x16float(wt[i >> 1u]), unpack2x16float(wt[(i >> 1u) + 1u]));
+}
+
 fn w_scale(row: u32, len: u32) -> f32 {
     return 1.0;
 }

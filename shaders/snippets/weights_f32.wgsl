@@ -9,6 +9,11 @@ fn w_at(i: u32) -> f32 {
     return wt[i];
 }
 
+// Elements i .. i + 4 (i a multiple of 4), before their row's scale.
+fn w_at4(i: u32) -> vec4<f32> {
+    return vec4<f32>(wt[i], wt[i + 1u], wt[i + 2u], wt[i + 3u]);
+}
+
 // The scale of row `row` of a weight of `len` elements: 1 for float formats.
 fn w_scale(row: u32, len: u32) -> f32 {
     return 1.0;

@@ -12,6 +12,11 @@ fn w_at(i: u32) -> f32 {
     return wt[i >> 2u][i & 3u];
 }
 
+// Elements i .. i + 4 (i a multiple of 4): one load.
+fn w_at4(i: u32) -> vec4<f32> {
+    return wt[i >> 2u];
+}
+
 fn w_scale(row: u32, len: u32) -> f32 {
     return 1.0;
 }

@@ -15,6 +15,12 @@ fn w_at(i: u32) -> f32 {
     return w_byte(wt[i >> 2u], i & 3u);
 }
 
+// Elements i .. i + 4 (i a multiple of 4): one word.
+fn w_at4(i: u32) -> vec4<f32> {
+    let word = wt[i >> 2u];
+    return vec4<f32>(w_byte(word, 0u), w_byte(word, 1u), w_byte(word, 2u), w_byte(word, 3u));
+}
+
 fn w_scale(row: u32, len: u32) -> f32 {
     return bitcast<f32>(wt[(len + 3u) / 4u + row]);
 }

@@ -351,7 +351,7 @@ pub fn conv2d_forward_with(
             };
             // x is bound as array<vec4<f32>> when the window is read in groups of 4.
             let x_t = if vec4 { "vec4<f32>" } else { super::act_type(label, "input", x)? };
-            let (w, weights) = super::conv_weights(w, s.ksize == 3);
+            let (w, weights) = super::conv_weights(w, s.ksize == 3 || ci_step(s) == 4);
             let key = acts_x(key.define("WEIGHTS", weights), x_t)?;
             let blocks = s.batch.div_ceil(t.nb) * ho.div_ceil(t.ph) * wo.div_ceil(t.pw);
             let buffers = [x, &w, bias, temb, residual, y];
@@ -374,6 +374,63 @@ pub fn conv2d_forward_with(
 /// Output channels and pixels per workgroup of conv2d_forward_tiled.wgsl.
 const TILED_BM: u32 = 64;
 const TILED_BN: u32 = 64;
+
+/// Input channels per step of the subgroup kernel: 4 for a plain 1x1
+/// convolution (stride 1, no padding or upsampling) over a multiple of 4
+/// input channels, whose weights are then read 4 channels a load (`w_at4`):
+/// its pixels reuse a weight too few times to pay for a load each. Else 1.
+pub(crate) fn ci_step(s: &Conv2dShape) -> u32 {
+    let plain_1x1 = s.ksize == 1 && s.stride == 1 && !s.upsample && s.pad == [0; 4];
+    if plain_1x1 && s.cin % 4 == 0 { 4 } else { 1 }
+}
+
+/// The LOAD and MAC sections of the subgroup kernel for [`ci_step`] 4: each
+/// step loads the window of 4 input channels and each lane's weights for
+/// them (one `w_at4` per output channel), then, pixel by pixel, hands the 4
+/// window values to every lane and adds the 4 products to each of the
+/// pixel's tm accumulators.
+fn sections_1x1_by4(t: &SubgroupTile, vec4: bool, q: u32, ncs: u32, ngs: u32, cshift: u32) -> (String, String) {
+    use std::fmt::Write;
+    let acc = |i: u32, n: u32, py: u32, px: u32| ((i * t.nb + n) * t.ph + py) * t.pw + px;
+    let mut load = String::new();
+    for u in 0..4 {
+        for i in 0..q {
+            if vec4 {
+                let _ = writeln!(load, "        let v{i}_{u} = select(vec4<f32>(), x[eo{i} + (xo + {u}u * plane) / 4u], ok{i});");
+            } else {
+                let _ = writeln!(load, "        let v{i}_{u} = select(0.0, f32(x[eo{i} + xo + {u}u * plane]), ok{i});");
+            }
+        }
+    }
+    for i in 0..t.tm {
+        let _ = writeln!(load, "        let m{i} = w_at4(wr{i} + wo_);");
+    }
+    let mut mac = String::new();
+    // 1x1, stride 1, no padding: window row py, column px is output pixel
+    // (py, px) of image n.
+    for n in 0..t.nb {
+        for py in 0..t.ph {
+            for px in 0..t.pw {
+                mac.push_str("        {\n");
+                for u in 0..4 {
+                    if vec4 {
+                        let e = (n * t.ph + py) * ngs + (cshift + px) / 4;
+                        let c = ["x", "y", "z", "w"][((cshift + px) % 4) as usize];
+                        let _ = writeln!(mac, "        let x{u} = subgroupBroadcast(v{}_{u}.{c}, {}u);", e / 8, e % 8);
+                    } else {
+                        let e = (n * t.ph + py) * ncs + px;
+                        let _ = writeln!(mac, "        let x{u} = subgroupBroadcast(v{}_{u}, {}u);", e / 8, e % 8);
+                    }
+                }
+                for i in 0..t.tm {
+                    let _ = writeln!(mac, "  a{} += m{i}.x * x0 + m{i}.y * x1 + m{i}.z * x2 + m{i}.w * x3;", acc(i, n, py, px));
+                }
+                mac.push_str("        }\n");
+            }
+        }
+    }
+    (load, mac)
+}
 
 /// floor(a / 2^up) for possibly negative a.
 fn floor_shr(a: i32, up: u32) -> i32 {
@@ -518,6 +575,11 @@ fn subgroup_key(s: &Conv2dShape, t: &SubgroupTile, vec4: bool) -> Result<Pipelin
             }
         }
     }
+    // A plain 1x1 convolution takes 4 input channels a step (ci_step).
+    let step = ci_step(s);
+    if step == 4 {
+        (load, mac) = sections_1x1_by4(t, vec4, q, ncs, ngs, cshift);
+    }
     let mut store = String::new();
     for i in 0..t.tm {
         let _ = writeln!(
@@ -548,6 +610,7 @@ fn subgroup_key(s: &Conv2dShape, t: &SubgroupTile, vec4: bool) -> Result<Pipelin
         .define("PH", t.ph)
         .define("PW", t.pw)
         .define("KK", kk)
+        .define("CI_STEP", step)
         .define("S", st)
         .define("UP", up)
         .define("R0OFF", floor_shr(-pt, up))

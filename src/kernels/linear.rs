@@ -36,8 +36,17 @@ pub fn linear_forward(
         ensure!(rows == out_features, "{label}: int8 weight has {rows} scales for {out_features} outputs");
     }
     let params = Params { batch, in_features, out_features, silu_input: silu_input as u32 };
-    let key = crate::shaders::key("linear_forward").define("WEIGHTS", w.dtype.name());
-    gpu.dispatch(label, &key, &params, &[x, w, bias, y], [out_features.div_ceil(64), batch, 1])
+    // Four inputs a load where rows are whole vec4s: f32 weights then bound
+    // as vec4s (weights_f32v4.wgsl), packed ones read a group with w_at4.
+    let four = in_features % 4 == 0;
+    let (w, weights) = match w.rounded_up(4).filter(|_| four) {
+        Some(w4) => (w4, "f32v4"),
+        None => (w.clone(), w.dtype.name()),
+    };
+    let key = super::elements(crate::shaders::key("linear_forward"), four)
+        .define("WEIGHTS", weights)
+        .define("W_AT", if four { "w_at4" } else { "w_at" });
+    gpu.dispatch(label, &key, &params, &[x, &w, bias, y], [out_features.div_ceil(64), batch, 1])
 }
 
 #[repr(C)]

@@ -39,7 +39,8 @@ pub fn act_type(label: &str, what: &str, t: &crate::gpu::TensorView) -> anyhow::
 /// The view of a conv weight `w` (cout, cin, 3, 3) that a CPU-family kernel
 /// binds, and the weights snippet that reads it (`{{WEIGHTS}}`): f32 weights
 /// as vec4 (`weights_f32v4.wgsl`: a channel's 9 taps from 3 loads) when
-/// `taps3x3` (the kernel reads whole 3x3 windows with `w_at9`) and the buffer
+/// `taps3x3` (the kernel reads whole 3x3 windows with `w_at9`, or a 1x1's
+/// 4 channels with `w_at4`) and the buffer
 /// holds the weight rounded up to whole vec4s; otherwise `w` as stored. Made
 /// once per dispatch, when a plan is recorded.
 pub fn conv_weights(w: &crate::gpu::TensorView, taps3x3: bool) -> (crate::gpu::TensorView, &'static str) {
