@@ -38,29 +38,21 @@ const KK: u32 = K * K;
 const NCOL: u32 = 7u * S + K; // input columns a segment of 8 pixels reads
 
 @group(0) @binding(0) var<uniform> p: Params;
-@group(0) @binding(1) var<storage, read> dy: array<f32>;
-@group(0) @binding(2) var<storage, read> x: array<f32>;
+@group(0) @binding(1) var<storage, read> dy: array<{{DY_T}}>;
+@group(0) @binding(2) var<storage, read> x: array<{{X_T}}>;
 @group(0) @binding(3) var<storage, read_write> out: array<f32>;
 
 // broadcast8, dot8: one lane's value handed to all 8.
 // #include "snippets/broadcast8.wgsl"
 
-// One logical input row (zero outside the input) under an 8-pixel segment:
-// columns ix0 .. ix0 + NCOL of row iy of the plane that starts at base.
-fn load_row(base: u32, iy: i32, ix0: i32) -> array<f32, NCOL> {
-    let up = p.upsample;
-    let hin = i32(p.h << up);
-    let win = i32(p.w << up);
-    let row_ok = iy >= 0 && iy < hin;
-    let xrow = base + (u32(clamp(iy, 0, hin - 1)) >> up) * p.w;
-    var r: array<f32, NCOL>;
-    for (var t = 0u; t < NCOL; t++) {
-        let ix = ix0 + i32(t);
-        let ok = row_ok && ix >= 0 && ix < win;
-        r[t] = select(0.0, x[xrow + (u32(clamp(ix, 0, win - 1)) >> up)], ok);
-    }
-    return r;
-}
+// load_row: one logical input row under an 8-pixel segment (x_scalar: one
+// value a load; x_vec4: aligned vec4s, for rows of 4k columns without
+// upsampling). dy_load, dy_bcast: dy of the segment's 8 pixels for the TM
+// output channels (dy_scalar: lane l loads pixel l; dy_vec4: two vec4s a
+// channel, for rows of 4k pixels). On lavapipe a load costs a loop over the
+// lanes whatever its width, so the vec4 variants save most of the loads.
+// #include "snippets/conv2d_dw_x_{{X_LOADS}}.wgsl"
+// #include "snippets/conv2d_dw_dy_{{DY_LOADS}}.wgsl"
 
 @compute @workgroup_size(8)
 fn main(
@@ -114,7 +106,6 @@ fn main(
                 xr[c][ky] = load_row(xb[c], iy_first + i32(ky), ix0);
             }
         }
-        let pix_ok = ox0 + lane < p.wo;
         for (; sg < run_end; sg++) {
             let oy = sg % p.ho;
             let iy0 = i32(oy * S) - i32(p.pad_top);
@@ -123,15 +114,10 @@ fn main(
                     xr[c][ky] = load_row(xb[c], iy0 + i32(ky), ix0);
                 }
             }
-            // dy of this lane's pixel for the TM output channels.
-            let ybase = b * p.cout * plane_out + oy * p.wo + min(ox0 + lane, p.wo - 1u);
-            var dyl: array<f32, TM>;
+            // dy of the segment for the TM output channels, this lane's share.
+            let dl = dy_load(b * p.cout * plane_out + oy * p.wo, co0, ox0, lane);
             for (var m = 0u; m < TM; m++) {
-                let co = min(co0 + m, p.cout - 1u);
-                dyl[m] = select(0.0, dy[ybase + co * plane_out], pix_ok);
-            }
-            for (var m = 0u; m < TM; m++) {
-                let d = broadcast8(dyl[m]);
+                let d = dy_bcast(dl, m);
                 for (var c = 0u; c < TC; c++) {
                     for (var ky = 0u; ky < K; ky++) {
                         for (var kx = 0u; kx < K; kx++) {

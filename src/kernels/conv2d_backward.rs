@@ -15,7 +15,7 @@
 //! hardware GPUs 64 x 64 workgroup-memory tiles (`*_tiled.wgsl`).
 
 use super::conv2d::Conv2dShape;
-use crate::gpu::{Dispatch, Gpu, KernelFamily, PipelineKey, TensorView, grid_1d};
+use crate::gpu::{Dispatch, Dtype, Gpu, KernelFamily, PipelineKey, TensorView, grid_1d};
 use anyhow::{Result, ensure};
 
 /// Which kernel computes a convolution gradient (both gradients have both).
@@ -546,11 +546,24 @@ pub fn conv2d_backward_weight_with(
         Conv2dBackwardKernel::Subgroup => {
             ensure!(super::subgroups_of_8(gpu), "{label}: the subgroup kernel needs subgroups of 8 lanes");
             ensure!(s.ksize >= s.stride, "{label}: the subgroup kernel needs a kernel at least as large as the stride");
-            crate::shaders::key("conv2d_backward_weight_subgroup")
+            let key = crate::shaders::key("conv2d_backward_weight_subgroup")
                 .define("K", s.ksize)
                 .define("S", s.stride)
                 .define("TM", l.tm)
-                .define("TC", l.tc)
+                .define("TC", l.tc);
+            // Four values a load where rows come in whole, aligned vec4s
+            // (the snippets conv2d_dw_{x,dy}_vec4.wgsl say why and how).
+            let key = if !s.upsample && s.w % 4 == 0 && x.dtype == Dtype::F32 {
+                let cshift = (-(s.pad[1] as i64)).rem_euclid(4);
+                key.define("X_LOADS", "vec4").define("X_T", "vec4<f32>").define("CSHIFT", cshift)
+            } else {
+                key.define("X_LOADS", "scalar").define("X_T", "f32")
+            };
+            if wo % 4 == 0 && l.tm % 4 == 0 && dy.dtype == Dtype::F32 {
+                key.define("DY_LOADS", "vec4").define("DY_T", "vec4<f32>")
+            } else {
+                key.define("DY_LOADS", "scalar").define("DY_T", "f32")
+            }
         }
     };
     let mut v = vec![gpu.dispatch(label, &key, &params, &[dy, x, &out], grid)?];
