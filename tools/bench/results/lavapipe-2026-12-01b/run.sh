@@ -3,7 +3,7 @@
 # point dbf30bb ("old"), alternated, both architectures, each with its own
 # PyTorch run (compare.py runs diffusers on PyTorch's CPU kernels, 2 threads).
 cd /work/main
-OUT=${OUT:-/tmp/bench/out2}; mkdir -p $OUT
+OUT=${OUT:-/tmp/bench/out3}; mkdir -p $OUT
 for cfg in cifar10-32 small; do
   if [ $cfg = cifar10-32 ]; then A="--forward-batches 1,16 --sample-batches 1 --train-batches 64"; else A="--forward-batches 1,16 --sample-batches 16 --train-batches 64"; fi
   for build in new old; do
