@@ -115,6 +115,21 @@ fn fallback(why: &str, name: &str, new_folder: bool, app: &mut PetalApp) -> Opti
     Some(path)
 }
 
+/// After a save to `path` (from [`save_file`] or [`save_folder`])
+/// succeeded: says so in the window and on stderr, "Saved the grid to …".
+/// Without a dialog the fallback's notice already named the file, so this
+/// says nothing more.
+pub fn saved(app: &mut PetalApp, what: &str, path: &Path) {
+    if let Some(n) = saved_notice(missing().is_none(), what, path) {
+        app.notice(n);
+    }
+}
+
+/// The notice [`saved`] gives: only after a save through a dialog.
+fn saved_notice(dialog: bool, what: &str, path: &Path) -> Option<String> {
+    dialog.then(|| format!("Saved {what} to {}", path.display()))
+}
+
 /// An existing folder to read (a model, training images): chosen in a
 /// dialog, or, without one, None with an error naming what to install and
 /// the command line that does the same (`instead`).
@@ -131,6 +146,14 @@ pub fn pick_folder(title: &str, instead: &str, app: &mut PetalApp) -> Option<Pat
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn saves_through_a_dialog_are_confirmed_once() {
+        let p = Path::new("/tmp/petal-seed7-grid.png");
+        assert_eq!(saved_notice(true, "the grid", p).as_deref(), Some("Saved the grid to /tmp/petal-seed7-grid.png"));
+        // Without a dialog the fallback already said where.
+        assert_eq!(saved_notice(false, "the grid", p), None);
+    }
 
     #[test]
     fn unused_names_skip_every_earlier_export() {

@@ -388,8 +388,14 @@ fn export_selected_dialog(app: &mut PetalApp) {
     let name = if g.selected.len() == 1 { format!("petal-seed{seed}-{first}.png") } else { format!("petal-seed{seed}.png") };
     let Some(path) = super::dialog::save_file("Export images", &name, ("PNG", &["png"]), app) else { return };
     let (view, scale) = (app.settings.generate.view, app.settings.generate.export_scale);
-    if let Err(e) = app.generation.export_selected(&path, view, scale) {
-        app.report_error(format!("{e:#}"));
+    match app.generation.export_selected(&path, view, scale) {
+        Ok(files) if files.len() == 1 => super::dialog::saved(app, "the image", &files[0]),
+        Ok(files) => {
+            let first = files.first().and_then(|f| f.file_name()).map_or(String::new(), |f| f.to_string_lossy().into_owned());
+            let what = format!("{} images ({first}, …)", files.len());
+            super::dialog::saved(app, &what, path.parent().unwrap_or(&path))
+        }
+        Err(e) => app.report_error(format!("{e:#}")),
     }
 }
 
@@ -397,8 +403,9 @@ fn export_grid_dialog(app: &mut PetalApp) {
     let seed = app.generation.request.as_ref().map_or(0, |r| r.seed);
     let Some(path) = super::dialog::save_file("Export the grid", &format!("petal-seed{seed}-grid.png"), ("PNG", &["png"]), app) else { return };
     let (view, scale) = (app.settings.generate.view, app.settings.generate.export_scale);
-    if let Err(e) = app.generation.export_grid(&path, view, scale) {
-        app.report_error(format!("{e:#}"));
+    match app.generation.export_grid(&path, view, scale) {
+        Ok(()) => super::dialog::saved(app, "the grid", &path),
+        Err(e) => app.report_error(format!("{e:#}")),
     }
 }
 
@@ -574,16 +581,16 @@ fn detail_ui(app: &mut PetalApp, ui: &mut egui::Ui, i: usize) {
         gif = ui.button("Save trajectory as GIF…").clicked();
         steps = ui.button("Save steps as PNGs…").clicked();
     });
-    if gif
-        && let Some(p) = super::dialog::save_file("Save the trajectory", &format!("petal-seed{seed}-{i}.gif"), ("GIF", &["gif"]), app)
-        && let Err(e) = export::save_gif(&p, &app.generation.trajectory(i), 4, 80)
-    {
-        app.report_error(format!("{e:#}"));
+    if gif && let Some(p) = super::dialog::save_file("Save the trajectory", &format!("petal-seed{seed}-{i}.gif"), ("GIF", &["gif"]), app) {
+        match export::save_gif(&p, &app.generation.trajectory(i), 4, 80) {
+            Ok(()) => super::dialog::saved(app, "the trajectory", &p),
+            Err(e) => app.report_error(format!("{e:#}")),
+        }
     }
-    if steps
-        && let Some(dir) = super::dialog::save_folder("A folder for the steps", &format!("petal-seed{seed}-{i}-steps"), app)
-        && let Err(e) = export::save_frames(&dir, &app.generation.trajectory(i), 4, app.generation.provenance(Some(i)).as_ref())
-    {
-        app.report_error(format!("{e:#}"));
+    if steps && let Some(dir) = super::dialog::save_folder("A folder for the steps", &format!("petal-seed{seed}-{i}-steps"), app) {
+        match export::save_frames(&dir, &app.generation.trajectory(i), 4, app.generation.provenance(Some(i)).as_ref()) {
+            Ok(()) => super::dialog::saved(app, "the steps", &dir),
+            Err(e) => app.report_error(format!("{e:#}")),
+        }
     }
 }

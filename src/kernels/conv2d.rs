@@ -381,7 +381,7 @@ const TILED_BN: u32 = 64;
 /// its pixels reuse a weight too few times to pay for a load each. Else 1.
 pub(crate) fn ci_step(s: &Conv2dShape) -> u32 {
     let plain_1x1 = s.ksize == 1 && s.stride == 1 && !s.upsample && s.pad == [0; 4];
-    if plain_1x1 && s.cin % 4 == 0 { 4 } else { 1 }
+    if plain_1x1 && s.cin.is_multiple_of(4) { 4 } else { 1 }
 }
 
 /// The LOAD and MAC sections of the subgroup kernel for [`ci_step`] 4: each

@@ -553,13 +553,13 @@ pub fn conv2d_backward_weight_with(
                 .define("TC", l.tc);
             // Four values a load where rows come in whole, aligned vec4s
             // (the snippets conv2d_dw_{x,dy}_vec4.wgsl say why and how).
-            let key = if !s.upsample && s.w % 4 == 0 && x.dtype == Dtype::F32 {
+            let key = if !s.upsample && s.w.is_multiple_of(4) && x.dtype == Dtype::F32 {
                 let cshift = (-(s.pad[1] as i64)).rem_euclid(4);
                 key.define("X_LOADS", "vec4").define("X_T", "vec4<f32>").define("CSHIFT", cshift)
             } else {
                 key.define("X_LOADS", "scalar").define("X_T", "f32")
             };
-            if wo % 4 == 0 && l.tm % 4 == 0 && dy.dtype == Dtype::F32 {
+            if wo.is_multiple_of(4) && l.tm.is_multiple_of(4) && dy.dtype == Dtype::F32 {
                 key.define("DY_LOADS", "vec4").define("DY_T", "vec4<f32>")
             } else {
                 key.define("DY_LOADS", "scalar").define("DY_T", "f32")
@@ -622,7 +622,7 @@ pub fn conv2d_backward_bias(
     };
     let t = dtemb.map_or(&gpu.dummy, |t| t.0);
     // Four pixels a load where every image's channel comes in whole vec4s.
-    let key = super::elements(crate::shaders::key("conv2d_backward_bias"), (ho * wo) % 4 == 0);
+    let key = super::elements(crate::shaders::key("conv2d_backward_bias"), (ho * wo).is_multiple_of(4));
     gpu.dispatch(label, &key, &params, &[dy, db, t], [s.cout, 1, 1])
 }
 

@@ -16,7 +16,7 @@ struct SoftmaxParams {
 pub fn softmax_forward(gpu: &Gpu, label: &str, y: &TensorView, x: &TensorView, rows: u32, n: u32) -> Result<Dispatch> {
     ensure!(x.len == (rows * n) as usize && y.len == x.len, "{label}: softmax size");
     let params = SoftmaxParams { rows, n, _pad: [0; 2] };
-    let key = super::elements(crate::shaders::key("softmax_forward"), n % 4 == 0);
+    let key = super::elements(crate::shaders::key("softmax_forward"), n.is_multiple_of(4));
     gpu.dispatch(label, &key, &params, &[x, y], grid_1d(rows.div_ceil(64)))
 }
 
@@ -43,7 +43,7 @@ pub fn softmax_backward(
     let len = (rows * n) as usize;
     ensure!(dx.len == len && dy.len == len && y.len == len, "{label}: softmax gradient size");
     let params = SoftmaxBackwardParams { rows, n, _pad: [0; 2] };
-    let key = super::elements(crate::shaders::key("softmax_backward"), n % 4 == 0);
+    let key = super::elements(crate::shaders::key("softmax_backward"), n.is_multiple_of(4));
     gpu.dispatch(label, &key, &params, &[dy, y, dx], grid_1d(rows.div_ceil(64)))
 }
 
@@ -63,7 +63,7 @@ pub fn scale_add(gpu: &Gpu, label: &str, dst: &TensorView, src: &TensorView, sca
     ensure!(dst.len == src.len, "{label}: scale_add sizes differ ({} and {})", dst.len, src.len);
     let n = dst.len as u32;
     let params = ScaleAddParams { n, accumulate: accumulate as u32, scale, _pad: 0 };
-    let four = n % 4 == 0;
+    let four = n.is_multiple_of(4);
     let key = super::elements(crate::shaders::key("scale_add"), four);
     gpu.dispatch(label, &key, &params, &[src, dst], grid_1d((n / if four { 4 } else { 1 }).div_ceil(256)))
 }
@@ -122,7 +122,7 @@ pub fn copy_channel_slice(
         accumulate: accumulate as u32,
     };
     // Four values an element where every channel's pixels come in whole vec4s.
-    let four = hw % 4 == 0;
+    let four = hw.is_multiple_of(4);
     let key = super::elements(crate::shaders::key("copy_channels"), four)
         .define("X_T", super::elem(super::act_type(label, "source", src)?, four))
         .define("Y_T", super::elem(super::act_type(label, "destination", dst)?, four));

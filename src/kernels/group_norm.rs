@@ -46,7 +46,7 @@ pub fn group_norm_forward(
     let (x_t, y_t) = (super::act_type(label, "input", x)?, super::act_type(label, "output", y)?);
     let key = if subgroup {
         // Four pixels an element where every channel's pixels come in whole vec4s.
-        let four = hw % 4 == 0;
+        let four = hw.is_multiple_of(4);
         super::elements(crate::shaders::key("group_norm_forward_subgroup"), four)
             .define("X_T", super::elem(x_t, four))
             .define("Y_T", super::elem(y_t, four))

@@ -64,7 +64,7 @@ pub fn group_norm_backward(
     // A workgroup holds whole groups: about 64 (image, channel) pairs.
     let wg = cpg * (64 / cpg).max(1);
     // Four pixels a load where a channel's pixels come in whole vec4s.
-    let key = super::elements(crate::shaders::key("group_norm_backward").define("WG", wg), hw % 4 == 0);
+    let key = super::elements(crate::shaders::key("group_norm_backward").define("WG", wg), hw.is_multiple_of(4));
     let main = gpu.dispatch(
         label,
         &key,

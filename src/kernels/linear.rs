@@ -38,7 +38,7 @@ pub fn linear_forward(
     let params = Params { batch, in_features, out_features, silu_input: silu_input as u32 };
     // Four inputs a load where rows are whole vec4s: f32 weights then bound
     // as vec4s (weights_f32v4.wgsl), packed ones read a group with w_at4.
-    let four = in_features % 4 == 0;
+    let four = in_features.is_multiple_of(4);
     let (w, weights) = match w.rounded_up(4).filter(|_| four) {
         Some(w4) => (w4, "f32v4"),
         None => (w.clone(), w.dtype.name()),
