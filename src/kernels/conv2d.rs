@@ -375,6 +375,44 @@ pub fn conv2d_forward_with(
 const TILED_BM: u32 = 64;
 const TILED_BN: u32 = 64;
 
+/// How the subgroup kernel's window units are laid out: one value a unit,
+/// or with `vec4` groups of 4 columns (column cs is component (cshift + cs)
+/// % 4 of group (cshift + cs) / 4); `ncs` window columns, `ngs` groups a row.
+struct WindowGroups {
+    vec4: bool,
+    ncs: u32,
+    ngs: u32,
+    cshift: u32,
+}
+
+/// The LOAD lines of the window's units for one input channel: lane l's
+/// units `v{i}{suffix}` (i < q) at channel offset `xo` (a WGSL expression).
+fn window_loads(q: u32, vec4: bool, suffix: &str, xo: &str) -> String {
+    use std::fmt::Write;
+    let mut load = String::new();
+    for i in 0..q {
+        if vec4 {
+            let _ = writeln!(load, "        let v{i}{suffix} = select(vec4<f32>(), x[eo{i} + ({xo}) / 4u], ok{i});");
+        } else {
+            let _ = writeln!(load, "        let v{i}{suffix} = select(0.0, f32(x[eo{i} + {xo}]), ok{i});");
+        }
+    }
+    load
+}
+
+/// The WGSL expression of window value (row, column cs), row = n nrs + rs,
+/// from the units `v*{suffix}` that [`window_loads`] loaded, on every lane.
+fn window_value(g: &WindowGroups, row: u32, cs: u32, suffix: &str) -> String {
+    if g.vec4 {
+        let u = row * g.ngs + (g.cshift + cs) / 4;
+        let c = ["x", "y", "z", "w"][((g.cshift + cs) % 4) as usize];
+        format!("subgroupBroadcast(v{}{suffix}.{c}, {}u)", u / 8, u % 8)
+    } else {
+        let e = row * g.ncs + cs;
+        format!("subgroupBroadcast(v{}{suffix}, {}u)", e / 8, e % 8)
+    }
+}
+
 /// Input channels per step of the subgroup kernel: 4 for a plain 1x1
 /// convolution (stride 1, no padding or upsampling) over a multiple of 4
 /// input channels, whose weights are then read 4 channels a load (`w_at4`):
@@ -389,18 +427,12 @@ pub(crate) fn ci_step(s: &Conv2dShape) -> u32 {
 /// them (one `w_at4` per output channel), then, pixel by pixel, hands the 4
 /// window values to every lane and adds the 4 products to each of the
 /// pixel's tm accumulators.
-fn sections_1x1_by4(t: &SubgroupTile, vec4: bool, q: u32, ncs: u32, ngs: u32, cshift: u32) -> (String, String) {
+fn sections_1x1_by4(t: &SubgroupTile, g: &WindowGroups, q: u32) -> (String, String) {
     use std::fmt::Write;
     let acc = |i: u32, n: u32, py: u32, px: u32| ((i * t.nb + n) * t.ph + py) * t.pw + px;
     let mut load = String::new();
     for u in 0..4 {
-        for i in 0..q {
-            if vec4 {
-                let _ = writeln!(load, "        let v{i}_{u} = select(vec4<f32>(), x[eo{i} + (xo + {u}u * plane) / 4u], ok{i});");
-            } else {
-                let _ = writeln!(load, "        let v{i}_{u} = select(0.0, f32(x[eo{i} + xo + {u}u * plane]), ok{i});");
-            }
-        }
+        load += &window_loads(q, g.vec4, &format!("_{u}"), &format!("xo + {u}u * plane"));
     }
     for i in 0..t.tm {
         let _ = writeln!(load, "        let m{i} = w_at4(wr{i} + wo_);");
@@ -413,14 +445,8 @@ fn sections_1x1_by4(t: &SubgroupTile, vec4: bool, q: u32, ncs: u32, ngs: u32, cs
             for px in 0..t.pw {
                 mac.push_str("        {\n");
                 for u in 0..4 {
-                    if vec4 {
-                        let e = (n * t.ph + py) * ngs + (cshift + px) / 4;
-                        let c = ["x", "y", "z", "w"][((cshift + px) % 4) as usize];
-                        let _ = writeln!(mac, "        let x{u} = subgroupBroadcast(v{}_{u}.{c}, {}u);", e / 8, e % 8);
-                    } else {
-                        let e = (n * t.ph + py) * ncs + px;
-                        let _ = writeln!(mac, "        let x{u} = subgroupBroadcast(v{}_{u}, {}u);", e / 8, e % 8);
-                    }
+                    let v = window_value(g, n * t.ph + py, px, &format!("_{u}"));
+                    let _ = writeln!(mac, "        let x{u} = {v};");
                 }
                 for i in 0..t.tm {
                     let _ = writeln!(mac, "  a{} += m{i}.x * x0 + m{i}.y * x1 + m{i}.z * x2 + m{i}.w * x3;", acc(i, n, py, px));
@@ -512,74 +538,65 @@ fn subgroup_key(s: &Conv2dShape, t: &SubgroupTile, vec4: bool) -> Result<Pipelin
     for j in 0..t.accumulators() {
         let _ = write!(decl, " var a{j} = 0.0;{}", if j % 8 == 7 { "\n" } else { "" });
     }
-    let mut load = String::new();
-    for i in 0..q {
-        if vec4 {
-            let _ = writeln!(load, "        let v{i} = select(vec4<f32>(), x[eo{i} + xo / 4u], ok{i});");
-        } else {
-            let _ = writeln!(load, "        let v{i} = select(0.0, f32(x[eo{i} + xo]), ok{i});");
-        }
-    }
-    for i in 0..t.tm {
-        if kk == 9 {
-            // One call per 3x3 window: packed formats need fewer loads.
-            let _ = writeln!(load, "        let m{i} = w_at9(wr{i} + wo_);");
-            for tap in 0..kk {
-                let _ = writeln!(load, "        let w{} = m{i}[{}][{}];", i * kk + tap, tap / 3, tap % 3);
-            }
-        } else {
-            for tap in 0..kk {
-                let _ = writeln!(load, "        let w{} = w_at(wr{i} + wo_ + {tap}u);", i * kk + tap);
-            }
-        }
-    }
-    // Hand each window value the block uses to every lane.
-    let mut used = std::collections::BTreeSet::new();
-    for py in 0..t.ph {
-        for px in 0..t.pw {
-            for ky in 0..k {
-                for kx in 0..k {
-                    used.insert((rmap[(py * st + ky) as usize], cmap[(px * st + kx) as usize]));
-                }
-            }
-        }
-    }
-    let mut mac = String::new();
-    for n in 0..t.nb {
-        for &(rs, cs) in &used {
-            let e = (n * nrs + rs) * ncs + cs;
-            if vec4 {
-                let u = (n * nrs + rs) * ngs + (cshift + cs) / 4;
-                let c = ["x", "y", "z", "w"][((cshift + cs) % 4) as usize];
-                let _ = writeln!(mac, "        let x{e} = subgroupBroadcast(v{}.{c}, {}u);", u / 8, u % 8);
-            } else {
-                let _ = writeln!(mac, "        let x{e} = subgroupBroadcast(v{}, {}u);", e / 8, e % 8);
-            }
-        }
-    }
-    for i in 0..t.tm {
-        for n in 0..t.nb {
-            for py in 0..t.ph {
-                for px in 0..t.pw {
-                    let _ = write!(mac, "  a{} +=", acc(i, n, py, px));
-                    for ky in 0..k {
-                        for kx in 0..k {
-                            let rs = rmap[(py * st + ky) as usize];
-                            let cs = cmap[(px * st + kx) as usize];
-                            let plus = if ky + kx > 0 { " +" } else { "" };
-                            let _ = write!(mac, "{plus} w{}*x{}", i * kk + ky * k + kx, (n * nrs + rs) * ncs + cs);
-                        }
-                    }
-                    mac.push_str(";\n");
-                }
-            }
-        }
-    }
     // A plain 1x1 convolution takes 4 input channels a step (ci_step).
     let step = ci_step(s);
-    if step == 4 {
-        (load, mac) = sections_1x1_by4(t, vec4, q, ncs, ngs, cshift);
-    }
+    let g = WindowGroups { vec4, ncs, ngs, cshift };
+    let (load, mac) = if step == 4 {
+        sections_1x1_by4(t, &g, q)
+    } else {
+        let mut load = window_loads(q, vec4, "", "xo");
+        for i in 0..t.tm {
+            if kk == 9 {
+                // One call per 3x3 window: packed formats need fewer loads.
+                let _ = writeln!(load, "        let m{i} = w_at9(wr{i} + wo_);");
+                for tap in 0..kk {
+                    let _ = writeln!(load, "        let w{} = m{i}[{}][{}];", i * kk + tap, tap / 3, tap % 3);
+                }
+            } else {
+                for tap in 0..kk {
+                    let _ = writeln!(load, "        let w{} = w_at(wr{i} + wo_ + {tap}u);", i * kk + tap);
+                }
+            }
+        }
+        // Hand each window value the block uses to every lane.
+        let mut used = std::collections::BTreeSet::new();
+        for py in 0..t.ph {
+            for px in 0..t.pw {
+                for ky in 0..k {
+                    for kx in 0..k {
+                        used.insert((rmap[(py * st + ky) as usize], cmap[(px * st + kx) as usize]));
+                    }
+                }
+            }
+        }
+        let mut mac = String::new();
+        for n in 0..t.nb {
+            for &(rs, cs) in &used {
+                let e = (n * nrs + rs) * ncs + cs;
+                let v = window_value(&g, n * nrs + rs, cs, "");
+                let _ = writeln!(mac, "        let x{e} = {v};");
+            }
+        }
+        for i in 0..t.tm {
+            for n in 0..t.nb {
+                for py in 0..t.ph {
+                    for px in 0..t.pw {
+                        let _ = write!(mac, "  a{} +=", acc(i, n, py, px));
+                        for ky in 0..k {
+                            for kx in 0..k {
+                                let rs = rmap[(py * st + ky) as usize];
+                                let cs = cmap[(px * st + kx) as usize];
+                                let plus = if ky + kx > 0 { " +" } else { "" };
+                                let _ = write!(mac, "{plus} w{}*x{}", i * kk + ky * k + kx, (n * nrs + rs) * ncs + cs);
+                            }
+                        }
+                        mac.push_str(";\n");
+                    }
+                }
+            }
+        }
+        (load, mac)
+    };
     let mut store = String::new();
     for i in 0..t.tm {
         let _ = writeln!(
