@@ -144,6 +144,7 @@ fn main() -> anyhow::Result<()> {
                 temb: None,
                 residual: has_residual.then_some(&r),
                 out_div: 1.0,
+                accumulate: false,
             };
             let flop = 2.0 * s.macs() as f64;
             print!("{name:<26} {calls:>5} {:>8.1}", flop / 1e6);

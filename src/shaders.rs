@@ -53,6 +53,7 @@ shaders!(
     "conv2d_backward_input",
     "conv2d_backward_input_subgroup",
     "conv2d_backward_input_tiled",
+    "conv2d_flip_weights",
     "conv2d_backward_weight",
     "conv2d_backward_weight_subgroup",
     "conv2d_backward_weight_tiled",

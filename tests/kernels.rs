@@ -37,16 +37,6 @@ fn conv_case_with(
     let t = randn(seed + 3, (s.batch * temb_stride) as usize, 0.5);
     let r = randn(seed + 4, s.out_len(), 1.0);
     let (xv, wv, bv, tv, rv) = (upload(gpu, &x), upload(gpu, &w), upload(gpu, &b), upload(gpu, &t), upload(gpu, &r));
-    let y = zeros(gpu, s.out_len());
-    let epi = Conv2dEpilogue {
-        bias: bias.then_some(&bv),
-        temb: temb.then_some((&tv, temb_stride, 3)),
-        residual: residual.then_some(&rv),
-        out_div,
-    };
-    let d = kernels::conv2d::conv2d_forward_with(gpu, kernel, "conv", &y, &xv, &wv, &s, &epi).unwrap();
-    run(gpu, &[&d]);
-    let got = gpu.read_f32(&y).unwrap();
     let want = reference::conv2d(
         &x,
         &w,
@@ -56,7 +46,24 @@ fn conv_case_with(
         out_div,
         &s,
     );
-    assert_close(&format!("conv {s:?} ({})", kernel.name()), &got, &want, 1e-4, 1e-5);
+    // Written, then added to what y holds (the epilogue's accumulate).
+    let prior = randn(seed + 5, s.out_len(), 1.0);
+    for accumulate in [false, true] {
+        let y = upload(gpu, &prior);
+        let epi = Conv2dEpilogue {
+            bias: bias.then_some(&bv),
+            temb: temb.then_some((&tv, temb_stride, 3)),
+            residual: residual.then_some(&rv),
+            out_div,
+            accumulate,
+        };
+        let d = kernels::conv2d::conv2d_forward_with(gpu, kernel, "conv", &y, &xv, &wv, &s, &epi).unwrap();
+        run(gpu, &[&d]);
+        let got = gpu.read_f32(&y).unwrap();
+        let want: Vec<f32> =
+            if accumulate { want.iter().zip(&prior).map(|(a, b)| a + b).collect() } else { want.clone() };
+        assert_close(&format!("conv {s:?} ({}) accumulate={accumulate}", kernel.name()), &got, &want, 1e-4, 1e-5);
+    }
 }
 
 #[test]

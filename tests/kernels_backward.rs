@@ -7,11 +7,14 @@
 //!
 //! `cargo test --test kernels_backward -- --ignored --nocapture` times the
 //! convolution gradients on the cifar10-32 shapes (PETAL_BENCH_BATCH,
-//! PETAL_BENCH_FILTER, PETAL_BENCH_GENERIC=0 to skip the generic kernels).
+//! PETAL_BENCH_FILTER, PETAL_BENCH_GENERIC=0 to skip the generic kernels,
+//! PETAL_BENCH_DX_FORWARD=0 to time the subgroup dx kernel where the flipped
+//! forward convolution would run).
 
 mod common;
 use common::*;
 use petal::gpu::{Dispatch, Gpu, TensorView};
+use petal::kernels::conv2d::{Conv2dKernel, SubgroupTile};
 use petal::kernels::conv2d_backward::{Conv2dBackwardKernel, InputGradLayout, WeightGradLayout, backward_kernel_for};
 use petal::kernels::{self, ChannelSlice, Conv2dShape, conv2d_backward};
 use petal::reference::{self, backward as rb};
@@ -73,7 +76,7 @@ fn conv_cases() -> Vec<(Conv2dShape, f32, bool)> {
 fn input_layout(gpu: &Gpu, s: &Conv2dShape, production: bool) -> InputGradLayout {
     let kernel = backward_kernel_for(gpu);
     match kernel {
-        Conv2dBackwardKernel::Subgroup if !production => InputGradLayout { kernel, tm: 8, tn: 4 },
+        Conv2dBackwardKernel::Subgroup if !production => InputGradLayout { kernel, tm: 8, tn: 4, forward: None },
         _ => InputGradLayout::new(kernel, s),
     }
 }
@@ -86,29 +89,120 @@ fn weight_layout(gpu: &Gpu, s: &Conv2dShape, production: bool) -> WeightGradLayo
     l
 }
 
+/// The layouts a dx case runs: the adapter's (or the smallest subgroup
+/// blocking), and where the gradient is a flipped forward convolution, that
+/// through the generic forward kernel and through the family's own (a small
+/// subgroup block, or the tiled kernel).
+fn input_layouts(gpu: &Gpu, family: petal::gpu::KernelFamily, s: &Conv2dShape, production: bool) -> Vec<InputGradLayout> {
+    let base = input_layout(gpu, s, production);
+    let mut out = vec![base];
+    if conv2d_backward::flipped_shape(s).is_some() {
+        let own = match family {
+            petal::gpu::KernelFamily::Cpu if petal::kernels::subgroups_of_8(gpu) => {
+                Conv2dKernel::Subgroup(SubgroupTile { tm: 1, nb: 1, ph: 4, pw: 4 })
+            }
+            petal::gpu::KernelFamily::Cpu => Conv2dKernel::Generic,
+            petal::gpu::KernelFamily::Gpu => Conv2dKernel::Tiled,
+        };
+        for k in [Conv2dKernel::Generic, own] {
+            let l = InputGradLayout { forward: Some(k), ..base };
+            if !out.contains(&l) {
+                out.push(l);
+            }
+        }
+    }
+    out
+}
+
 #[test]
 fn conv2d_backward_input_matches_reference() {
     for family in FAMILIES {
         let gpu = gpu(family);
         for (case, (s, out_div, production)) in conv_cases().into_iter().enumerate() {
             let seed = 100 + case as u64 * 10;
-            let layout = input_layout(&gpu, &s, production);
             let dy = randn(seed, s.out_len(), 1.0);
             let w = randn(seed + 1, s.weight_len(), 0.3);
             let prior = randn(seed + 2, s.in_len(), 1.0);
             let want = rb::conv2d_backward_input(&dy, &w, &s, out_div);
             let (dyv, wv) = (upload(&gpu, &dy), upload(&gpu, &w));
-            for accumulate in [false, true] {
-                let dx = upload(&gpu, &prior);
-                let d = conv2d_backward::conv2d_backward_input_with(&gpu, &layout, "dx", &dx, &dyv, &wv, &s, out_div, accumulate)
+            for layout in input_layouts(&gpu, family, &s, production) {
+                let need = layout.scratch_len(&s);
+                // Scratch holds garbage first: the flip must overwrite it.
+                let scratch = (need > 0).then(|| upload(&gpu, &randn(seed + 3, need + 5, 1.0)));
+                for accumulate in [false, true] {
+                    let dx = upload(&gpu, &prior);
+                    let d = conv2d_backward::conv2d_backward_input_with(
+                        &gpu,
+                        &layout,
+                        "dx",
+                        &dx,
+                        &dyv,
+                        &wv,
+                        scratch.as_ref(),
+                        &s,
+                        out_div,
+                        accumulate,
+                    )
                     .unwrap();
-                run(&gpu, &[d]);
-                let want = if accumulate { add(&prior, &want) } else { want.clone() };
-                let what = format!("conv dx {s:?} acc={accumulate} ({family:?}, {layout:?})");
-                assert_close(&what, &gpu.read_f32(&dx).unwrap(), &want, 1e-4, 1e-4);
+                    run(&gpu, &d);
+                    let want = if accumulate { add(&prior, &want) } else { want.clone() };
+                    let what = format!("conv dx {s:?} acc={accumulate} ({family:?}, {layout:?})");
+                    assert_close(&what, &gpu.read_f32(&dx).unwrap(), &want, 1e-4, 1e-4);
+                }
             }
         }
     }
+}
+
+#[test]
+fn conv2d_flip_weights_matches_reference() {
+    let gpu = gpu(FAMILIES[0]);
+    for (cout, cin, k) in [(3u32, 5u32, 3u32), (7, 2, 1), (4, 6, 5), (300, 1, 3)] {
+        let s = Conv2dShape::same(1, cin, 4, 4, cout, k);
+        let w = randn(k as u64 + cin as u64, s.weight_len(), 1.0);
+        let wt = zeros(&gpu, s.weight_len());
+        let d = conv2d_backward::conv2d_flip_weights(&gpu, "flip", &wt, &upload(&gpu, &w), &s).unwrap();
+        run(&gpu, &[d]);
+        let (cin, cout, k) = (cin as usize, cout as usize, k as usize);
+        let mut want = vec![0.0; w.len()];
+        for co in 0..cout {
+            for ci in 0..cin {
+                for ky in 0..k {
+                    for kx in 0..k {
+                        want[((ci * cout + co) * k + ky) * k + kx] = w[((co * cin + ci) * k + (k - 1 - ky)) * k + (k - 1 - kx)];
+                    }
+                }
+            }
+        }
+        assert_eq!(gpu.read_f32(&wt).unwrap(), want, "flip cout {cout} cin {cin} k {k}");
+    }
+}
+
+#[test]
+fn conv2d_backward_input_wants_its_scratch() {
+    let gpu = gpu(FAMILIES[0]);
+    let s = Conv2dShape::same(2, 4, 6, 6, 4, 3);
+    let layout = InputGradLayout { forward: Some(Conv2dKernel::Generic), ..input_layout(&gpu, &s, false) };
+    let (dy, w, dx) = (zeros(&gpu, s.out_len()), zeros(&gpu, s.weight_len()), zeros(&gpu, s.in_len()));
+    let call = |scratch: Option<&TensorView>, s: &Conv2dShape| {
+        conv2d_backward::conv2d_backward_input_with(&gpu, &layout, "dx", &dx, &dy, &w, scratch, s, 1.0, false)
+    };
+    assert!(call(None, &s).is_err());
+    let short = zeros(&gpu, layout.scratch_len(&s) - 1);
+    assert!(call(Some(&short), &s).is_err());
+    let enough = zeros(&gpu, layout.scratch_len(&s));
+    assert!(call(Some(&enough), &s).is_ok());
+    // No flipped forward convolution exists for stride 2.
+    let mut s2 = s;
+    s2.stride = 2;
+    assert!(conv2d_backward::flipped_shape(&s2).is_none());
+    let (dy2, dx2) = (zeros(&gpu, s2.out_len()), zeros(&gpu, s2.in_len()));
+    let r = conv2d_backward::conv2d_backward_input_with(&gpu, &layout, "dx", &dx2, &dy2, &w, Some(&enough), &s2, 1.0, false);
+    assert!(r.is_err());
+    // The public entry point sizes scratch itself.
+    let need = kernels::conv2d_backward_input_scratch_len(&gpu, &s);
+    let sc = zeros(&gpu, need.max(1));
+    assert!(kernels::conv2d_backward_input(&gpu, "dx", &dx, &dy, &w, Some(&sc), &s, 1.0, false).is_ok());
 }
 
 #[test]
@@ -594,6 +688,7 @@ fn bench_conv_backward() {
     // input-gradient blocking (input channels per workgroup, pixels per lane).
     let env_u32 = |k: &str| std::env::var(k).ok().and_then(|v| v.parse::<u32>().ok());
     let (dx_tm, dx_tn) = (env_u32("PETAL_BENCH_DX_TM"), env_u32("PETAL_BENCH_DX_TN"));
+    let dx_forward = env_u32("PETAL_BENCH_DX_FORWARD") != Some(0);
     // PETAL_BENCH_GENERIC=0 skips the (slow, on lavapipe) generic kernels.
     let mut kernels_run = Vec::new();
     if std::env::var("PETAL_BENCH_GENERIC").map_or(true, |v| v != "0") {
@@ -621,10 +716,26 @@ fn bench_conv_backward() {
             if k == Conv2dBackwardKernel::Subgroup {
                 dx_layout.tm = dx_tm.unwrap_or(dx_layout.tm);
                 dx_layout.tn = dx_tn.unwrap_or(dx_layout.tn);
+                if !dx_forward {
+                    dx_layout.forward = None;
+                }
             }
-            let d = conv2d_backward::conv2d_backward_input_with(&gpu, &dx_layout, "dx", &dx, &dy, &w, &s, 1.0, false)
-                .unwrap();
-            let gx = time_dispatches(&gpu, &[d], flop);
+            let need = dx_layout.scratch_len(&s);
+            let dx_scratch: Option<TensorView> = (need > 0).then(|| zeros(&gpu, need));
+            let d = conv2d_backward::conv2d_backward_input_with(
+                &gpu,
+                &dx_layout,
+                "dx",
+                &dx,
+                &dy,
+                &w,
+                dx_scratch.as_ref(),
+                &s,
+                1.0,
+                false,
+            )
+            .unwrap();
+            let gx = time_dispatches(&gpu, &d, flop);
             let layout = WeightGradLayout::new(&gpu, k, &s);
             let need = layout.scratch_len(&s);
             let scratch: Option<TensorView> = (need > 0).then(|| zeros(&gpu, need));
@@ -641,7 +752,11 @@ fn bench_conv_backward() {
                     if rel_l2(&got.0, fx) < 1e-5 && rel_l2(&got.1, fw) < 1e-5 { "" } else { " DISAGREES" }
                 }
             };
-            print!("   {k:?}: dx {gx:6.1} (tm {} tn {}) dw {gw:6.1} (chunks {}){agree}", dx_layout.tm, dx_layout.tn, layout.chunks_used(&s));
+            let dx_how = match dx_layout.forward {
+                Some(f) => format!("forward {}", f.name()),
+                None => format!("tm {} tn {}", dx_layout.tm, dx_layout.tn),
+            };
+            print!("   {k:?}: dx {gx:6.1} ({dx_how}) dw {gw:6.1} (chunks {}){agree}", layout.chunks_used(&s));
         }
         println!();
     }

@@ -57,7 +57,7 @@ fn conv_case(gpu: &Gpu, kernel: Conv2dKernel, s: Conv2dShape, seed: u64) {
     let r = round16(&randn(seed + 4, s.out_len(), 1.0));
     let (xv, wv, bv, tv, rv) = (upload16(gpu, &x), upload(gpu, &w), upload(gpu, &b), upload(gpu, &t), upload16(gpu, &r));
     let y = zeros16(gpu, s.out_len());
-    let epi = Conv2dEpilogue { bias: Some(&bv), temb: Some((&tv, temb_stride, 3)), residual: Some(&rv), out_div: 1.5 };
+    let epi = Conv2dEpilogue { bias: Some(&bv), temb: Some((&tv, temb_stride, 3)), residual: Some(&rv), out_div: 1.5, accumulate: false };
     let d = conv2d_forward_with(gpu, kernel, "conv", &y, &xv, &wv, &s, &epi).unwrap();
     gpu.run(&[&d]);
     let got = gpu.read_f32(&y).unwrap();

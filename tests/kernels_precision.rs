@@ -44,7 +44,7 @@ fn conv_case(gpu: &Gpu, kernel: Conv2dKernel, format: Format, s: Conv2dShape, se
     let (wv, w_seen) = weight(gpu, &w, s.cout as usize, format);
     let (xv, bv, tv, rv) = (upload(gpu, &x), upload(gpu, &b), upload(gpu, &t), upload(gpu, &r));
     let y = zeros(gpu, s.out_len());
-    let epi = Conv2dEpilogue { bias: Some(&bv), temb: Some((&tv, temb_stride, 3)), residual: Some(&rv), out_div: 1.5 };
+    let epi = Conv2dEpilogue { bias: Some(&bv), temb: Some((&tv, temb_stride, 3)), residual: Some(&rv), out_div: 1.5, accumulate: false };
     let d = conv2d_forward_with(gpu, kernel, "conv", &y, &xv, &wv, &s, &epi).unwrap();
     gpu.run(&[&d]);
     let got = gpu.read_f32(&y).unwrap();
@@ -155,7 +155,7 @@ fn packed_views_read_back_and_backward_refuses_them() {
         assert_eq!(gpu.read_f32(&wv).unwrap(), seen);
         let s = Conv2dShape::same(1, 1, 4, 4, 5, 3);
         let (dx, dy) = (zeros(&gpu, s.in_len()), zeros(&gpu, s.out_len()));
-        let err = kernels::conv2d_backward_input(&gpu, "conv_backward_input", &dx, &dy, &wv, &s, 1.0, false).err().unwrap();
+        let err = kernels::conv2d_backward_input(&gpu, "conv_backward_input", &dx, &dy, &wv, None, &s, 1.0, false).err().unwrap();
         assert!(err.to_string().contains("training needs f32 weights"), "{err}");
     }
 }

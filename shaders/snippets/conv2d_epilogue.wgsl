@@ -2,10 +2,12 @@
 // its three variants (conv2d_forward.wgsl, conv2d_forward_subgroup.wgsl,
 // conv2d_forward_tiled.wgsl; Rust side: Conv2dParams and Conv2dEpilogue in
 // src/kernels/conv2d.rs):
-//   y = (conv(x, w) * w_scale + bias + temb + residual) / out_div
+//   y (+)= (conv(x, w) * w_scale + bias + temb + residual) / out_div
 // bias (cout), temb (B, temb_stride) read at [b, temb_offset + co]
 // (ResnetBlock2D's time_emb_proj), residual and y (B, cout, ho, wo); flags
-// say which of bias, temb and residual are there. The including kernel binds
+// say which of bias, temb and residual are there, and whether y is
+// accumulated into (+=, ACCUMULATE: the input gradient run as a forward
+// convolution) rather than written. The including kernel binds
 // x (1) and wt (2).
 
 struct Params {
@@ -18,6 +20,7 @@ struct Params {
 const HAS_BIAS: u32 = 1u;
 const HAS_TEMB: u32 = 2u;
 const HAS_RESIDUAL: u32 = 4u;
+const ACCUMULATE: u32 = 8u;
 
 @group(0) @binding(0) var<uniform> p: Params;
 @group(0) @binding(3) var<storage, read> bias: array<f32>;
@@ -37,12 +40,16 @@ fn channel_add(co: u32, b: u32) -> f32 {
     return add;
 }
 
-// Stores output element o: y[o] = (v + residual[o]) / out_div, where v is the
-// scaled sum plus channel_add.
+// Stores output element o: y[o] (+)= (v + residual[o]) / out_div, where v is
+// the scaled sum plus channel_add.
 fn finish(o: u32, v: f32) {
     var r = v;
     if ((p.flags & HAS_RESIDUAL) != 0u) {
         r += f32(residual[o]);
     }
-    y[o] = {{Y_T}}(r / p.out_div);
+    r /= p.out_div;
+    if ((p.flags & ACCUMULATE) != 0u) {
+        r += f32(y[o]);
+    }
+    y[o] = {{Y_T}}(r);
 }

@@ -76,7 +76,7 @@ impl Conv2dShape {
 }
 
 /// What is added to the convolution before it is stored:
-/// y = (conv + bias + temb[b, temb_offset + co] + residual) / out_div.
+/// y (+)= (conv + bias + temb[b, temb_offset + co] + residual) / out_div.
 #[derive(Clone, Copy, Default)]
 pub struct Conv2dEpilogue<'a> {
     pub bias: Option<&'a TensorView>,
@@ -85,6 +85,10 @@ pub struct Conv2dEpilogue<'a> {
     pub residual: Option<&'a TensorView>,
     /// 1 unless the block has an output_scale_factor.
     pub out_div: f32,
+    /// Add to y instead of writing it (the input gradient, computed as a
+    /// forward convolution by [`super::conv2d_backward_input`], summed into
+    /// a gradient other readers also feed).
+    pub accumulate: bool,
 }
 
 #[repr(C)]
@@ -296,7 +300,8 @@ pub fn conv2d_forward_with(
     }
     let flags = epi.bias.is_some() as u32
         | (epi.temb.is_some() as u32) << 1
-        | (epi.residual.is_some() as u32) << 2;
+        | (epi.residual.is_some() as u32) << 2
+        | (epi.accumulate as u32) << 3;
     let params = Params {
         batch: s.batch,
         cin: s.cin,

@@ -12,11 +12,13 @@
 //! same three kernel shapes: a register-blocked fallback for any adapter, for
 //! software adapters with subgroups of 8 lanes (lavapipe) a variant that
 //! shares one operand across the subgroup with `subgroupBroadcast`, and for
-//! hardware GPUs 64 x 64 workgroup-memory tiles (`*_tiled.wgsl`).
+//! hardware GPUs 64 x 64 workgroup-memory tiles (`*_tiled.wgsl`). On
+//! software adapters the input gradient of a stride-1 convolution is instead
+//! the forward kernel run over dy with flipped weights ([`InputGradLayout`]).
 
-use super::conv2d::Conv2dShape;
+use super::conv2d::{Conv2dEpilogue, Conv2dKernel, Conv2dShape};
 use crate::gpu::{Dispatch, Dtype, Gpu, KernelFamily, PipelineKey, TensorView, grid_1d};
-use anyhow::{Result, ensure};
+use anyhow::{Context, Result, ensure};
 
 /// Which kernel computes a convolution gradient (both gradients have both).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
@@ -145,11 +147,21 @@ fn dim_plan(s: &Conv2dShape, pad: u32) -> DimPlan {
     }
 }
 
+/// Scratch (f32 elements) [`conv2d_backward_input`] needs for `s` on this
+/// adapter (the flipped weights, when dx runs as a forward convolution); 0
+/// means none (pass `None`).
+pub fn conv2d_backward_input_scratch_len(gpu: &Gpu, s: &Conv2dShape) -> usize {
+    InputGradLayout::new(backward_kernel_for(gpu), s).scratch_len(s)
+}
+
 /// dx (B, cin, h, w) (+)= d/dx of y = conv(x, w) / out_div, given
 /// dy (B, cout, ho, wo) and w (cout, cin, k, k). Every forward case: any
 /// k <= 7, stride 1 or 2, asymmetric padding, nearest-2x upsampled input (each
 /// dx element then sums the gradient of its 4 logical positions).
 /// Written (=), or accumulated (+=) when `accumulate`; dx must not alias dy.
+/// `scratch` must hold [`conv2d_backward_input_scratch_len`] values when that
+/// is not 0; it is overwritten. One dispatch, or two (flipped weights, then
+/// the forward kernel).
 #[allow(clippy::too_many_arguments)]
 pub fn conv2d_backward_input(
     gpu: &Gpu,
@@ -157,18 +169,21 @@ pub fn conv2d_backward_input(
     dx: &TensorView,
     dy: &TensorView,
     w: &TensorView,
+    scratch: Option<&TensorView>,
     s: &Conv2dShape,
     out_div: f32,
     accumulate: bool,
-) -> Result<Dispatch> {
+) -> Result<Vec<Dispatch>> {
     let layout = InputGradLayout::new(backward_kernel_for(gpu), s);
-    conv2d_backward_input_with(gpu, &layout, label, dx, dy, w, s, out_div, accumulate)
+    conv2d_backward_input_with(gpu, &layout, label, dx, dy, w, scratch, s, out_div, accumulate)
 }
 
 /// How one dx dispatch is blocked: each invocation (one lane of a subgroup
 /// for the subgroup kernel) keeps `tm` input channels x `tn` consecutive dx
 /// pixels of a row (of one phase, for stride 2); the tiled kernel's
 /// workgroup computes `tm` x `tn` = 64 x 64 (input channels x pixels).
+/// With `forward`, none of that: dx is the forward convolution `forward` of
+/// dy with the flipped weights ([`flipped_shape`]).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct InputGradLayout {
     pub kernel: Conv2dBackwardKernel,
@@ -176,15 +191,19 @@ pub struct InputGradLayout {
     /// multiple of 8).
     pub tm: u32,
     pub tn: u32,
+    /// `Some(k)`: dx = conv(dy, flipped w) by the forward kernel `k`, the
+    /// weights first flipped into scratch (conv2d_flip_weights.wgsl). Only
+    /// where [`flipped_shape`] exists (stride 1, no upsampling).
+    pub forward: Option<Conv2dKernel>,
 }
 
 impl InputGradLayout {
     /// The blocking measured fastest for `s`.
     pub fn new(kernel: Conv2dBackwardKernel, s: &Conv2dShape) -> InputGradLayout {
         match kernel {
-            Conv2dBackwardKernel::Generic => InputGradLayout { kernel, tm: 8, tn: 4 },
+            Conv2dBackwardKernel::Generic => InputGradLayout { kernel, tm: 8, tn: 4, forward: None },
             // A 64 x 64 tile of dx (input channels x pixels) per workgroup.
-            Conv2dBackwardKernel::Tiled => InputGradLayout { kernel, tm: TILED_BM, tn: TILED_BN },
+            Conv2dBackwardKernel::Tiled => InputGradLayout { kernel, tm: TILED_BM, tn: TILED_BN, forward: None },
             Conv2dBackwardKernel::Subgroup => {
                 // 32 input channels x 16 pixels per lane measured best on
                 // lavapipe (with 64 channels Mesa stops unrolling the loops);
@@ -199,10 +218,67 @@ impl InputGradLayout {
                 } else {
                     4
                 };
-                InputGradLayout { kernel, tm, tn }
+                // A stride-1 3x3 gradient runs faster as the forward
+                // kernel's 2-D pixel blocks (lavapipe, batch 16: 63-65 against
+                // 34-41 GFLOP/s, BENCHMARKS.md).
+                let forward = flipped_shape(s)
+                    .filter(|_| s.ksize == 3)
+                    .map(|f| Conv2dKernel::Subgroup(super::conv2d::subgroup_tile_for(&f)));
+                InputGradLayout { kernel, tm, tn, forward }
             }
         }
     }
+
+    /// Scratch (f32 elements) this layout needs for `s`: the flipped
+    /// weights (rounded up to whole vec4s, which the forward kernel may read)
+    /// with `forward`, else 0.
+    pub fn scratch_len(&self, s: &Conv2dShape) -> usize {
+        if self.forward.is_some() { s.weight_len().next_multiple_of(4) } else { 0 }
+    }
+}
+
+/// The forward convolution whose output is the input gradient of `s`:
+/// dy (B, cout, ho, wo) in, dx (B, cin, h, w) out, with the weights
+/// flipped to (cin, cout, k, k) and padding k-1-pad on each side. Exists for
+/// stride 1 without upsampling and padding below k on every side.
+pub fn flipped_shape(s: &Conv2dShape) -> Option<Conv2dShape> {
+    let k = s.ksize;
+    if s.stride != 1 || s.upsample || k == 0 || s.pad.iter().any(|&p| p >= k) {
+        return None;
+    }
+    let (ho, wo) = s.out_hw();
+    Some(Conv2dShape {
+        batch: s.batch,
+        cin: s.cout,
+        h: ho,
+        w: wo,
+        cout: s.cin,
+        ksize: k,
+        stride: 1,
+        pad: s.pad.map(|p| k - 1 - p),
+        upsample: false,
+    })
+}
+
+#[repr(C)]
+#[derive(Clone, Copy, bytemuck::Pod, bytemuck::Zeroable)]
+struct FlipParams {
+    cout: u32,
+    cin: u32,
+    kk: u32,
+    _pad0: u32,
+}
+
+/// wt (cin, cout, k, k) = w (cout, cin, k, k) with the channel axes swapped
+/// and each kernel turned 180 degrees (conv2d_flip_weights.wgsl). wt must
+/// not alias w. Errors: sizes that do not match `s`.
+pub fn conv2d_flip_weights(gpu: &Gpu, label: &str, wt: &TensorView, w: &TensorView, s: &Conv2dShape) -> Result<Dispatch> {
+    ensure!(w.len == s.weight_len(), "{label}: w has {} values, shape wants {}", w.len, s.weight_len());
+    ensure!(wt.len == s.weight_len(), "{label}: wt has {} values, shape wants {}", wt.len, s.weight_len());
+    ensure!(w.dtype == Dtype::F32, "{label}: training needs f32 weights, not {}", w.dtype.name());
+    let params = FlipParams { cout: s.cout, cin: s.cin, kk: s.ksize * s.ksize, _pad0: 0 };
+    let key = crate::shaders::key("conv2d_flip_weights");
+    gpu.dispatch(label, &key, &params, &[w, wt], grid_1d((s.cin * s.cout).div_ceil(256)))
 }
 
 /// [`conv2d_backward_input`] with the layout chosen by the caller.
@@ -214,15 +290,28 @@ pub fn conv2d_backward_input_with(
     dx: &TensorView,
     dy: &TensorView,
     w: &TensorView,
+    scratch: Option<&TensorView>,
     s: &Conv2dShape,
     out_div: f32,
     accumulate: bool,
-) -> Result<Dispatch> {
+) -> Result<Vec<Dispatch>> {
     check_shape(label, s)?;
     ensure!(dx.len == s.in_len(), "{label}: dx has {} values, shape wants {}", dx.len, s.in_len());
     ensure!(dy.len == s.out_len(), "{label}: dy has {} values, shape wants {}", dy.len, s.out_len());
     ensure!(w.len == s.weight_len(), "{label}: w has {} values, shape wants {}", w.len, s.weight_len());
     ensure!(w.dtype == crate::gpu::Dtype::F32, "{label}: training needs f32 weights, not {}", w.dtype.name());
+    if let Some(kernel) = layout.forward {
+        let fs = flipped_shape(s).with_context(|| format!("{label}: {s:?} has no flipped forward convolution"))?;
+        let need = layout.scratch_len(s);
+        let scratch = scratch.with_context(|| format!("{label}: the flipped weights need {need} values of scratch"))?;
+        ensure!(scratch.len >= need, "{label}: scratch has {} values, needs {need}", scratch.len);
+        let wt = scratch.clone_with_len(s.weight_len());
+        let epi = Conv2dEpilogue { out_div, accumulate, ..Default::default() };
+        return Ok(vec![
+            conv2d_flip_weights(gpu, label, &wt, w, s)?,
+            super::conv2d::conv2d_forward_with(gpu, kernel, label, dx, dy, &wt, &fs, &epi)?,
+        ]);
+    }
     let (ho, wo) = s.out_hw();
     if layout.kernel == Conv2dBackwardKernel::Tiled {
         ensure!(
@@ -248,7 +337,7 @@ pub fn conv2d_backward_input_with(
             .define("S", s.stride)
             .define("UP", s.upsample as u32);
         let grid = [(s.batch * s.h * s.w).div_ceil(TILED_BN), s.cin.div_ceil(TILED_BM), 1];
-        return gpu.dispatch(label, &key, &params, &[dy, w, dx], grid);
+        return Ok(vec![gpu.dispatch(label, &key, &params, &[dy, w, dx], grid)?]);
     }
     let py = dim_plan(s, s.pad[0]);
     let px = dim_plan(s, s.pad[1]);
@@ -294,7 +383,7 @@ pub fn conv2d_backward_input_with(
     match layout.kernel {
         Conv2dBackwardKernel::Generic => {
             let grid = [segs.div_ceil(64), s.cin.div_ceil(tm), phases];
-            gpu.dispatch(label, &key("conv2d_backward_input", tm, tn), &params, &buffers, grid)
+            Ok(vec![gpu.dispatch(label, &key("conv2d_backward_input", tm, tn), &params, &buffers, grid)?])
         }
         Conv2dBackwardKernel::Tiled => unreachable!("returned above"),
         Conv2dBackwardKernel::Subgroup => {
@@ -305,7 +394,7 @@ pub fn conv2d_backward_input_with(
             // stride 2 reads single taps of one parity.
             let (w, weights) = super::conv_weights(w, s.ksize == 3 && py.mode != 2 && px.mode != 2);
             let key = dy_row(key("conv2d_backward_input_subgroup", tm, tn).define("WEIGHTS", weights), s, &px, tn);
-            gpu.dispatch(label, &key, &params, &[dy, &w, dx], grid)
+            Ok(vec![gpu.dispatch(label, &key, &params, &[dy, &w, dx], grid)?])
         }
     }
 }

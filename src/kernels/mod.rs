@@ -15,7 +15,8 @@ pub mod scheduler;
 
 pub use conv2d::{Conv2dEpilogue, Conv2dShape, conv2d_forward};
 pub use conv2d_backward::{
-    conv2d_backward_bias, conv2d_backward_input, conv2d_backward_weight, conv2d_backward_weight_scratch_len, sum_rows,
+    conv2d_backward_bias, conv2d_backward_input, conv2d_backward_input_scratch_len, conv2d_backward_weight,
+    conv2d_backward_weight_scratch_len, sum_rows,
 };
 pub use elementwise::{ChannelSlice, copy_channel_slice, copy_channels, scale_add, softmax_backward, softmax_forward};
 pub use group_norm::group_norm_forward;

@@ -77,11 +77,17 @@ pub fn backward(c: &BackwardCtx, op: &Op, dy: &TensorView, acc: &mut dyn FnMut(T
 }
 
 /// Elements of the scratch an op's backward needs at this batch:
-/// (group norm partial sums, conv weight-gradient partials).
+/// (group norm partial sums, conv weight-gradient partials or flipped
+/// weights).
 pub fn backward_scratch_lens(gpu: &Gpu, op: &Op, batch: u32) -> (usize, usize) {
     match op {
         Op::GroupNorm { channels, .. } => (kernels::group_norm_backward_scratch_len(batch, *channels), 0),
-        Op::Conv2d { shape, .. } => (0, kernels::conv2d_backward_weight_scratch_len(gpu, &Conv2dShape { batch, ..*shape })),
+        Op::Conv2d { shape, .. } => {
+            // One scratch serves the weight gradient's partials and then the
+            // input gradient's flipped weights (their dispatches run in turn).
+            let s = Conv2dShape { batch, ..*shape };
+            (0, kernels::conv2d_backward_weight_scratch_len(gpu, &s).max(kernels::conv2d_backward_input_scratch_len(gpu, &s)))
+        }
         _ => (0, 0),
     }
 }
@@ -136,6 +142,7 @@ fn conv2d_forward(gpu: &Gpu, op: &Op, t: &[TensorView], p: &ParamStore, batch: u
         temb: temb.map(|(tt, stride, off)| (&t[tt], stride, off)),
         residual: residual.map(|r| &t[r]),
         out_div: *out_div,
+        accumulate: false,
     };
     Ok(vec![kernels::conv2d_forward(gpu, "conv2d", &t[*y], &t[*x], &p.span(w), &s, &epi)?])
 }
@@ -167,7 +174,18 @@ fn conv2d_backward(c: &BackwardCtx, op: &Op, dy: &TensorView, acc: &mut dyn FnMu
     out.extend(kernels::conv2d_backward_weight(gpu, "conv_backward_weight", &g.span(w), scratch, dy, &c.t[*x], &s, *out_div)?);
     if let Some(dx) = c.grad(*x) {
         let a = acc(*x, 0);
-        out.push(kernels::conv2d_backward_input(gpu, "conv_backward_input", dx, dy, &c.params.span(w), &s, *out_div, a)?);
+        let scratch = (kernels::conv2d_backward_input_scratch_len(gpu, &s) > 0).then_some(c.conv_weight_scratch);
+        out.extend(kernels::conv2d_backward_input(
+            gpu,
+            "conv_backward_input",
+            dx,
+            dy,
+            &c.params.span(w),
+            scratch,
+            &s,
+            *out_div,
+            a,
+        )?);
     }
     Ok(out)
 }
