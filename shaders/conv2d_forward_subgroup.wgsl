@@ -60,10 +60,12 @@ const C0OFF: i32 = {{C0OFF}};
 // what this kernel pays for.
 // #include "snippets/weights_{{WEIGHTS}}.wgsl"
 
-// Stores output pixel (oy, ox) of the plane at ob, when it is inside y.
-fn put(ob: u32, oy: u32, ox: u32, v: f32) {
+// Stores output pixel (oy, ox) of the plane at ob, when it is inside y;
+// with vec4 stores (EPI_V = vec4<f32>: wo and PW multiples of 4) pixels
+// ox .. ox + 3, all inside y or none.
+fn put(ob: u32, oy: u32, ox: u32, v: {{EPI_V}}) {
     if (oy < p.ho && ox < p.wo) {
-        finish(ob + oy * p.wo + ox, v);
+        finish((ob + oy * p.wo + ox) / {{EPI_W}}u, v);
     }
 }
 

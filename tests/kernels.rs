@@ -154,6 +154,12 @@ fn conv2d_forward_subgroup_blocks_match_reference() {
     case(tile(1, 2, 2, 2), strided(same(3, 3, 8, 16, 5, 3), [0, 0, 1, 1]));
     case(tile(1, 1, 2, 8), upsampled(same(2, 3, 4, 8, 6, 3)));
     case(tile(2, 1, 4, 8), upsampled(same(1, 3, 3, 12, 6, 3)));
+    // Stores of four pixels (wo and pw multiples of 4): the last block
+    // column half outside y (12 columns, blocks of 8), ragged rows, several
+    // images a block; and a 1x1 stride-2 output of 4 columns.
+    case(tile(2, 1, 3, 8), same(2, 5, 7, 12, 9, 3));
+    case(tile(1, 2, 2, 4), same(3, 4, 3, 8, 6, 3));
+    case(tile(1, 1, 2, 4), strided(same(2, 4, 6, 8, 5, 1), [0; 4]));
     // The blocks the CPU family picks for the UNet's shapes (shrunk in cin).
     for &(b, cin, hw, cout, k, up, down) in &[
         (1u32, 6u32, 32u32, 10u32, 3u32, false, false),

@@ -41,15 +41,17 @@ fn channel_add(co: u32, b: u32) -> f32 {
 }
 
 // Stores output element o: y[o] (+)= (v + residual[o]) / out_div, where v is
-// the scaled sum plus channel_add.
-fn finish(o: u32, v: f32) {
+// the scaled sum plus channel_add. An element is one value (EPI_V = f32), or
+// with EPI_V = vec4<f32> four consecutive pixels of one channel (y and
+// residual then bound as vec4s: R_T, Y_T vec4<f32> or vec4<f16>).
+fn finish(o: u32, v: {{EPI_V}}) {
     var r = v;
     if ((p.flags & HAS_RESIDUAL) != 0u) {
-        r += f32(residual[o]);
+        r += {{EPI_V}}(residual[o]);
     }
     r /= p.out_div;
     if ((p.flags & ACCUMULATE) != 0u) {
-        r += f32(y[o]);
+        r += {{EPI_V}}(y[o]);
     }
     y[o] = {{Y_T}}(r);
 }

@@ -327,13 +327,17 @@ pub fn conv2d_forward_with(
     let buffers = [x, w, bias, temb, residual, y];
     ensure!(temb.dtype == Dtype::F32, "{label}: the time embedding must be f32");
     // The element types of the activations (f32, or f16 where the adapter has SHADER_F16).
-    let acts_x = |key: PipelineKey, x_t: &'static str| -> Result<PipelineKey> {
+    // y and the residual are bound as vec4s where the subgroup kernel stores
+    // four pixels at a time (its EPI_V); the others store one.
+    let acts_x = |key: PipelineKey, x_t: &'static str, four: bool| -> Result<PipelineKey> {
         Ok(key
             .define("X_T", x_t)
-            .define("R_T", super::act_type(label, "residual", residual)?)
-            .define("Y_T", super::act_type(label, "output", y)?))
+            .define("R_T", super::elem(super::act_type(label, "residual", residual)?, four))
+            .define("Y_T", super::elem(super::act_type(label, "output", y)?, four)))
     };
-    let acts = |key: PipelineKey| -> Result<PipelineKey> { acts_x(key, super::act_type(label, "input", x)?) };
+    let acts = |key: PipelineKey| -> Result<PipelineKey> {
+        acts_x(key.define("EPI_V", "f32"), super::act_type(label, "input", x)?, false)
+    };
     match kernel {
         Conv2dKernel::Generic => {
             let tm = 8;
@@ -357,7 +361,7 @@ pub fn conv2d_forward_with(
             // x is bound as array<vec4<f32>> when the window is read in groups of 4.
             let x_t = if vec4 { "vec4<f32>" } else { super::act_type(label, "input", x)? };
             let (w, weights) = super::conv_weights(w, s.ksize == 3 || ci_step(s) == 4);
-            let key = acts_x(key.define("WEIGHTS", weights), x_t)?;
+            let key = acts_x(key.define("WEIGHTS", weights), x_t, stores_vec4(s, &t))?;
             let blocks = s.batch.div_ceil(t.nb) * ho.div_ceil(t.ph) * wo.div_ceil(t.pw);
             let buffers = [x, &w, bias, temb, residual, y];
             gpu.dispatch(label, &key, &params, &buffers, [blocks, s.cout.div_ceil(8 * t.tm), 1])
@@ -603,6 +607,7 @@ fn subgroup_key(s: &Conv2dShape, t: &SubgroupTile, vec4: bool) -> Result<Pipelin
         (load, mac)
     };
     let mut store = String::new();
+    let four = stores_vec4(s, t);
     for i in 0..t.tm {
         let _ = writeln!(
             store,
@@ -616,8 +621,19 @@ fn subgroup_key(s: &Conv2dShape, t: &SubgroupTile, vec4: bool) -> Result<Pipelin
                 "        if (b0 + {n}u < p.batch) {{\n        let add = channel_add(co, b0 + {n}u);\n        let ob = ((b0 + {n}u) * p.cout + co) * hw;"
             );
             for py in 0..t.ph {
-                for px in 0..t.pw {
-                    let _ = writeln!(store, "  put(ob, oy0 + {py}u, ox0 + {px}u, a{} * sc + add);", acc(i, n, py, px));
+                if four {
+                    for px in (0..t.pw).step_by(4) {
+                        let a: Vec<String> = (px..px + 4).map(|x| format!("a{}", acc(i, n, py, x))).collect();
+                        let _ = writeln!(
+                            store,
+                            "  put(ob, oy0 + {py}u, ox0 + {px}u, vec4<f32>({}) * sc + add);",
+                            a.join(", ")
+                        );
+                    }
+                } else {
+                    for px in 0..t.pw {
+                        let _ = writeln!(store, "  put(ob, oy0 + {py}u, ox0 + {px}u, a{} * sc + add);", acc(i, n, py, px));
+                    }
                 }
             }
             store.push_str("        }\n");
@@ -642,7 +658,19 @@ fn subgroup_key(s: &Conv2dShape, t: &SubgroupTile, vec4: bool) -> Result<Pipelin
         .define("ACC_DECL", decl)
         .define("LOAD", load)
         .define("MAC", mac)
-        .define("STORE", store))
+        .define("STORE", store)
+        .define("EPI_V", if four { "vec4<f32>" } else { "f32" })
+        .define("EPI_W", if four { 4 } else { 1 }))
+}
+
+/// Whether the subgroup kernel stores (and reads the residual) four pixels
+/// of a row at a time: where rows are whole vec4s (wo % 4 == 0) and blocks
+/// start on them (pw % 4 == 0). On lavapipe every store is a loop over the
+/// lanes whatever its width, and for a narrow layer (32 input channels) the
+/// stores of a block cost about a third of its multiply-adds.
+fn stores_vec4(s: &Conv2dShape, t: &SubgroupTile) -> bool {
+    let (_, wo) = s.out_hw();
+    wo % 4 == 0 && t.pw % 4 == 0
 }
 
 #[cfg(test)]
