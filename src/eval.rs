@@ -301,7 +301,7 @@ pub fn sliced_wasserstein(a: &[f32], b: &[f32], dim: usize, opts: &SwdOptions, r
 /// Errors unless size is divisible by 4 and the low-pass still holds a
 /// neighbourhood.
 pub fn swd_levels(size: usize, opts: &SwdOptions) -> Result<Vec<usize>> {
-    if size % 4 != 0 || size / 4 < opts.nhood_size {
+    if !size.is_multiple_of(4) || size / 4 < opts.nhood_size {
         bail!(
             "images of {size}x{size} px are too small or odd for the SWD pyramid (levels {size}, {}, {}: the side must be divisible by 4 and the 8x8-style low-pass at least {} px)",
             size / 2,

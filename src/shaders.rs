@@ -210,11 +210,13 @@ mod tests {
 
     #[test]
     fn snippet_placeholders_are_filled_and_unused_values_refused() {
-        let conv = |shader| key(shader).define("WEIGHTS", "f32").define("X_T", "f32").define("R_T", "f32").define("Y_T", "f16");
+        let conv = |shader| {
+            key(shader).define("WEIGHTS", "f32").define("X_T", "f32").define("R_T", "f32").define("Y_T", "f16").define("EPI_V", "f32")
+        };
         for k in [conv("conv2d_forward").define("TM", 4), conv("conv2d_forward_tiled").define("K", 3)] {
             let src = render(&k, wgpu::Features::SHADER_F16).unwrap();
             // y and finish() are declared by the epilogue snippet, with Y_T filled in.
-            assert!(src.contains("var<storage, read_write> y: array<f16>;") && src.contains("y[o] = f16(r / p.out_div);"), "{}", k.shader);
+            assert!(src.contains("var<storage, read_write> y: array<f16>;") && src.contains("fn finish(o: u32, v: f32)") && src.contains("y[o] = f16(r);"), "{}", k.shader);
             assert_eq!(src.matches("struct Params").count(), 1, "{}", k.shader);
         }
         let err = render(&conv("conv2d_forward").define("TM", 4).define("NOPE", 1), wgpu::Features::SHADER_F16).unwrap_err();

@@ -132,7 +132,7 @@ fn cancel_keeps_the_steps_reached() {
     run_until(&mut h, "the cancel", 120, |a| !a.generation.running);
     let g = &h.state().generation;
     let k = g.interrupted_at.expect("marked as interrupted");
-    assert!(k >= 3 && k < 400, "interrupted at {k}");
+    assert!((3..400).contains(&k), "interrupted at {k}");
     assert_eq!(g.frames.len(), k, "every step reached is kept");
     h.run_steps(2);
     h.get_by_label_contains(&format!("interrupted at step {k}"));

@@ -234,7 +234,7 @@ fn batches_larger_than_the_adapter_run_in_chunks_or_name_the_largest_that_fits()
     let per_image = largest_tensor_bytes(&cfg);
     let binding = ((5 * per_image / 2) / 256 * 256).max(4096);
     let chunk = binding / per_image;
-    assert!(chunk >= 1 && chunk < 5, "binding {binding} holds {chunk} images");
+    assert!((1..5).contains(&chunk), "binding {binding} holds {chunk} images");
     let binding_s = binding.to_string();
     let env = [(petal::gpu::MAX_BINDING_ENV, binding_s.as_str())];
     let dir = tempfile::tempdir().unwrap();

@@ -222,7 +222,7 @@ fn bad_training_input_is_an_error_and_loses_nothing() {
         let e = e.unwrap();
         std::fs::copy(e.path(), mixed.join("sub").join(format!("{i}.jpg"))).unwrap();
     }
-    std::fs::write(mixed.join("truncated.png"), &[0x89, b'P', b'N', b'G']).unwrap();
+    std::fs::write(mixed.join("truncated.png"), [0x89, b'P', b'N', b'G']).unwrap();
     let mut o = options(&run, 2);
     o.data = mixed;
     o.checkpoint_every = 1;

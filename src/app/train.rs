@@ -18,12 +18,15 @@ pub enum RunState {
     Stopping,
 }
 
+/// Files a data-folder scan skipped, each with why.
+pub type Skipped = Vec<(PathBuf, String)>;
+
 /// What the window knows of the current (or last) run.
 pub struct TrainingView {
     pub state: RunState,
     pub paused: bool,
     /// The data folder's scan: (folder, usable images, skipped files and why).
-    pub scan: Option<(PathBuf, usize, Vec<(PathBuf, String)>)>,
+    pub scan: Option<(PathBuf, usize, Skipped)>,
     pub scanning: bool,
     /// Why the data folder's last scan failed (it names the folder), until
     /// another folder is chosen or scanned.

@@ -405,7 +405,7 @@ fn sample(gpu_args: &GpuArgs, a: SampleArgs) -> Result<()> {
 }
 
 /// A tensor from a fixture file, with the file named in the error.
-fn take(tensors: &mut std::collections::HashMap<String, (Vec<usize>, Vec<f32>)>, file: &Path, name: &str) -> Result<(Vec<usize>, Vec<f32>)> {
+fn take(tensors: &mut petal::model::weights::Tensors, file: &Path, name: &str) -> Result<(Vec<usize>, Vec<f32>)> {
     tensors.remove(name).with_context(|| format!("{}: no tensor {name}", file.display()))
 }
 

@@ -42,6 +42,8 @@ impl SchedulerKind {
     }
 }
 
+// One per sampler, never in a collection: the size difference costs nothing.
+#[allow(clippy::large_enum_variant)]
 #[derive(Clone, Debug)]
 enum Inner {
     Ddpm(DdpmScheduler),

@@ -484,7 +484,7 @@ fn floor_shr(a: i32, up: u32) -> i32 {
 fn window_vec4(s: &Conv2dShape, t: &SubgroupTile) -> bool {
     let (_, wo) = s.out_hw();
     let block_cols = (t.pw * s.stride) >> s.upsample as u32;
-    s.w % 4 == 0 && (wo <= t.pw || (block_cols % 4 == 0 && (t.pw * s.stride) % (1 << s.upsample as u32) == 0))
+    s.w.is_multiple_of(4) && (wo <= t.pw || (block_cols.is_multiple_of(4) && (t.pw * s.stride).is_multiple_of(1 << s.upsample as u32)))
 }
 
 /// The pipeline key of the subgroup kernel for shape `s` and block `t`: the
@@ -499,7 +499,7 @@ fn subgroup_key(s: &Conv2dShape, t: &SubgroupTile, vec4: bool) -> Result<Pipelin
     ensure!(t.accumulators() <= 4096, "block {t:?} is too large to unroll");
     // Blocks start at multiples of ph and pw; with upsampling the window's
     // source rows are then known at compile time only if oy0 * stride is even.
-    ensure!(up == 0 || ((t.ph * st) % 2 == 0 && (t.pw * st) % 2 == 0), "upsampling needs even blocks, got {t:?}");
+    ensure!(up == 0 || ((t.ph * st).is_multiple_of(2) && (t.pw * st).is_multiple_of(2)), "upsampling needs even blocks, got {t:?}");
     let (pt, pl) = (s.pad[0] as i32, s.pad[1] as i32);
     // Upsampled window row a (0 .. (ph-1) s + k) of the block reads source
     // row r0 + rmap[a], r0 = ((oy0 s) >> up) + floor(-pt / 2^up).
@@ -670,7 +670,7 @@ fn subgroup_key(s: &Conv2dShape, t: &SubgroupTile, vec4: bool) -> Result<Pipelin
 /// stores of a block cost about a third of its multiply-adds.
 fn stores_vec4(s: &Conv2dShape, t: &SubgroupTile) -> bool {
     let (_, wo) = s.out_hw();
-    wo % 4 == 0 && t.pw % 4 == 0
+    wo % 4 == 0 && t.pw.is_multiple_of(4)
 }
 
 #[cfg(test)]

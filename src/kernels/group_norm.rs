@@ -34,7 +34,7 @@ pub fn group_norm_forward(
     silu: bool,
 ) -> Result<Dispatch> {
     let n = (batch * channels * hw) as usize;
-    ensure!(channels % groups == 0, "{label}: {channels} channels do not split into {groups} groups");
+    ensure!(channels.is_multiple_of(groups), "{label}: {channels} channels do not split into {groups} groups");
     ensure!(x.len == n && y.len == n, "{label}: tensor sizes do not match (B, C, HW)");
     ensure!(gamma.len == channels as usize && beta.len == channels as usize, "{label}: affine size");
     ensure!(stats.len == (batch * groups * 2) as usize, "{label}: stats size");

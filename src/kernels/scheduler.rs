@@ -83,7 +83,7 @@ pub fn ddpm_step_batched(
     noise: &TensorView,
 ) -> Result<Dispatch> {
     let n = x.len;
-    ensure!(batch > 0 && n % batch as usize == 0, "ddpm_step: {n} values are not {batch} images");
+    ensure!(batch > 0 && n.is_multiple_of(batch as usize), "ddpm_step: {n} values are not {batch} images");
     ensure!(pred_x0.len == n && noise.len == n, "ddpm_step: sizes differ");
     let learned = model_output.len == 2 * n;
     ensure!(

@@ -257,10 +257,10 @@ impl UNetConfig {
                 bail!("unsupported up block type {t:?} (supported: UpBlock2D, AttnUpBlock2D)");
             }
         }
-        if let Some(t) = &self.mid_block_type {
-            if t != "UNetMidBlock2D" {
-                bail!("unsupported mid_block_type {t:?} (supported: \"UNetMidBlock2D\" or null for no mid block)");
-            }
+        if let Some(t) = &self.mid_block_type
+            && t != "UNetMidBlock2D"
+        {
+            bail!("unsupported mid_block_type {t:?} (supported: \"UNetMidBlock2D\" or null for no mid block)");
         }
         let unsupported = |key: &str, value: &dyn std::fmt::Debug, ok: &str| {
             anyhow::anyhow!("unsupported {key} {value:?} (Petal supports {ok})")
@@ -295,7 +295,7 @@ impl UNetConfig {
         if self.layers_per_block == 0 {
             bail!("layers_per_block must be at least 1");
         }
-        if !(self.norm_eps > 0.0) {
+        if self.norm_eps.is_nan() || self.norm_eps <= 0.0 {
             bail!("norm_eps must be positive");
         }
         let groups = self.norm_num_groups;
@@ -306,7 +306,7 @@ impl UNetConfig {
         }
         if let Some(g) = self.attn_norm_num_groups {
             let c = *self.block_out_channels.last().unwrap();
-            if g == 0 || c % g != 0 {
+            if g == 0 || !c.is_multiple_of(g) {
                 bail!("attn_norm_num_groups {g} does not divide {c} channels");
             }
         }
@@ -520,7 +520,7 @@ impl SchedulerConfig {
                 }
             }
         }
-        if !(self.clip_sample_range > 0.0) {
+        if self.clip_sample_range.is_nan() || self.clip_sample_range <= 0.0 {
             bail!("clip_sample_range is {}; it must be positive", self.clip_sample_range);
         }
         if !["epsilon", "sample", "v_prediction"].contains(&self.prediction_type.as_str()) {
@@ -538,10 +538,10 @@ impl SchedulerConfig {
         if self.num_train_timesteps < 2 {
             bail!("num_train_timesteps must be at least 2");
         }
-        if let Some(b) = &self.trained_betas {
-            if b.len() != self.num_train_timesteps as usize {
-                bail!("trained_betas has {} values for {} train timesteps", b.len(), self.num_train_timesteps);
-            }
+        if let Some(b) = &self.trained_betas
+            && b.len() != self.num_train_timesteps as usize
+        {
+            bail!("trained_betas has {} values for {} train timesteps", b.len(), self.num_train_timesteps);
         }
         Ok(())
     }

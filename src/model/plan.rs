@@ -99,10 +99,10 @@ impl ForwardPlan {
                 // writes the buffer it reads.
                 let dead = op.inputs().into_iter().map(|(t, _)| t).chain(written.iter().copied());
                 for t in dead.collect::<std::collections::BTreeSet<_>>() {
-                    if !pinned.contains(&t) && last_read[t].is_none_or(|l| l <= i) {
-                        if let Some(s) = slots[t] {
-                            free.entry(size(t)).or_default().push(s);
-                        }
+                    if !pinned.contains(&t) && last_read[t].is_none_or(|l| l <= i)
+                        && let Some(s) = slots[t]
+                    {
+                        free.entry(size(t)).or_default().push(s);
                     }
                 }
             }

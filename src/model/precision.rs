@@ -478,10 +478,10 @@ pub fn parse_weights(bytes: &[u8], graph: &Graph) -> Result<(Vec<Vec<f32>>, Vec<
     let (_, meta) = SafeTensors::read_metadata(bytes).map_err(|e| anyhow!("not a valid safetensors file: {e}"))?;
     let st = SafeTensors::deserialize(bytes).map_err(|e| anyhow!("not a valid safetensors file: {e}"))?;
     let quant = meta.metadata().as_ref().and_then(|m| m.get(QUANTIZATION_KEY)).cloned();
-    if let Some(q) = &quant {
-        if q != INT8_PER_CHANNEL {
-            bail!("__metadata__ {QUANTIZATION_KEY} = {q:?} is not a format Petal reads (expected {INT8_PER_CHANNEL:?})");
-        }
+    if let Some(q) = &quant
+        && q != INT8_PER_CHANNEL
+    {
+        bail!("__metadata__ {QUANTIZATION_KEY} = {q:?} is not a format Petal reads (expected {INT8_PER_CHANNEL:?})");
     }
     // name -> (shape, values, stored); scales apart.
     let mut tensors: HashMap<String, (Vec<usize>, Vec<f32>, Stored)> = HashMap::new();

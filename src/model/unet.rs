@@ -291,10 +291,10 @@ pub fn build_graph(cfg: &UNetConfig) -> Graph {
     b.g.ops[temb_op] = Op::Linear { y: temb_proj, x: temb, w: ws, b: bs, in_features: ted, out_features: width, silu_input: true };
     // Re-point every conv1 at the stride of the stacked tensor.
     for op in &mut b.g.ops {
-        if let Op::Conv2d { temb: Some((t, stride, _)), .. } = op {
-            if *t == temb_proj {
-                *stride = width;
-            }
+        if let Op::Conv2d { temb: Some((t, stride, _)), .. } = op
+            && *t == temb_proj
+        {
+            *stride = width;
         }
     }
     b.g

@@ -27,15 +27,18 @@ pub fn legacy_name(name: &str) -> Option<String> {
     None
 }
 
+/// f32 tensors by name: (shape, values in row-major order).
+pub type Tensors = HashMap<String, (Vec<usize>, Vec<f32>)>;
+
 /// Reads a safetensors file into f32 tensors by name.
-pub fn read_safetensors(path: &Path) -> Result<HashMap<String, (Vec<usize>, Vec<f32>)>> {
+pub fn read_safetensors(path: &Path) -> Result<Tensors> {
     let bytes = std::fs::read(path).with_context(|| format!("reading {}", path.display()))?;
     parse_safetensors(&bytes).with_context(|| format!("{}", path.display()))
 }
 
 /// Parses safetensors bytes into f32 tensors (integer tensors are converted
 /// too, so fixture files with int64 timesteps read the same way).
-pub fn parse_safetensors(bytes: &[u8]) -> Result<HashMap<String, (Vec<usize>, Vec<f32>)>> {
+pub fn parse_safetensors(bytes: &[u8]) -> Result<Tensors> {
     let st = SafeTensors::deserialize(bytes).map_err(|e| anyhow!("not a valid safetensors file: {e}"))?;
     let mut out = HashMap::new();
     for (name, view) in st.tensors() {
@@ -69,7 +72,7 @@ pub const WEIGHT_DTYPES: [Dtype; 3] = [Dtype::F32, Dtype::F16, Dtype::BF16];
 /// one of [`WEIGHT_DTYPES`] (an I64 `conv_in.bias`, say): unlike
 /// [`parse_safetensors`], which also reads the integer timesteps of fixtures.
 /// Errors: not safetensors; a tensor of another dtype, naming it and its dtype.
-pub fn parse_weights(file: &Path, bytes: &[u8]) -> Result<HashMap<String, (Vec<usize>, Vec<f32>)>> {
+pub fn parse_weights(file: &Path, bytes: &[u8]) -> Result<Tensors> {
     let st = SafeTensors::deserialize(bytes)
         .map_err(|e| anyhow!("{}: not a valid safetensors file: {e}", file.display()))?;
     let mut names: Vec<String> = st.names().into_iter().map(String::from).collect();
@@ -93,7 +96,7 @@ pub fn parse_weights(file: &Path, bytes: &[u8]) -> Result<HashMap<String, (Vec<u
 /// shard file}}`, the shards beside it). Every tensor is checked against
 /// [`WEIGHT_DTYPES`]. Errors name the file (the index for a shard that is
 /// missing, or a tensor that is not in the shard the index names).
-pub fn read_weights(path: &Path) -> Result<HashMap<String, (Vec<usize>, Vec<f32>)>> {
+pub fn read_weights(path: &Path) -> Result<Tensors> {
     if path.to_string_lossy().ends_with(".index.json") {
         return read_sharded(path);
     }
@@ -102,7 +105,7 @@ pub fn read_weights(path: &Path) -> Result<HashMap<String, (Vec<usize>, Vec<f32>
 }
 
 /// The tensors of a sharded checkpoint, read shard by shard as its index says.
-fn read_sharded(index: &Path) -> Result<HashMap<String, (Vec<usize>, Vec<f32>)>> {
+fn read_sharded(index: &Path) -> Result<Tensors> {
     #[derive(serde::Deserialize)]
     struct Index {
         weight_map: std::collections::BTreeMap<String, String>,

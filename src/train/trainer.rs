@@ -200,12 +200,15 @@ pub fn make_batch(data: &Dataset, seed: u64, step: u64, steps_per_epoch: u64, ba
     Batch { x0, noise, timesteps }
 }
 
+/// AdamW's first and second moments, one vector per parameter tensor.
+type Moments = (Vec<Vec<f32>>, Vec<Vec<f32>>);
+
 struct Start {
     config: UNetConfig,
     scheduler: SchedulerConfig,
     weights: Vec<Vec<f32>>,
     ema: Option<Vec<Vec<f32>>>,
-    m: Option<(Vec<Vec<f32>>, Vec<Vec<f32>>)>,
+    m: Option<Moments>,
     state: Option<TrainState>,
 }
 
@@ -236,16 +239,16 @@ fn open_log(run: &Path, resume_step: Option<u64>) -> Result<std::fs::File> {
     let path = run.join("loss.csv");
     let header = "step,epoch,loss,lr,grad_norm,seconds\n";
     let mut kept = String::from(header);
-    if let Some(step) = resume_step {
-        if let Ok(text) = std::fs::read_to_string(&path) {
-            for line in text.lines().skip(1) {
-                match line.split(',').next().and_then(|s| s.parse::<u64>().ok()) {
-                    Some(s) if s <= step => {
-                        kept.push_str(line);
-                        kept.push('\n');
-                    }
-                    _ => {}
+    if let Some(step) = resume_step
+        && let Ok(text) = std::fs::read_to_string(&path)
+    {
+        for line in text.lines().skip(1) {
+            match line.split(',').next().and_then(|s| s.parse::<u64>().ok()) {
+                Some(s) if s <= step => {
+                    kept.push_str(line);
+                    kept.push('\n');
                 }
+                _ => {}
             }
         }
     }
