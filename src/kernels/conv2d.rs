@@ -670,7 +670,7 @@ fn subgroup_key(s: &Conv2dShape, t: &SubgroupTile, vec4: bool) -> Result<Pipelin
 /// stores of a block cost about a third of its multiply-adds.
 fn stores_vec4(s: &Conv2dShape, t: &SubgroupTile) -> bool {
     let (_, wo) = s.out_hw();
-    wo % 4 == 0 && t.pw.is_multiple_of(4)
+    wo.is_multiple_of(4) && t.pw.is_multiple_of(4)
 }
 
 #[cfg(test)]

@@ -406,7 +406,7 @@ pub fn conv2d_backward_input_with(
 /// (on lavapipe a load costs a loop over the lanes whatever its width).
 fn dy_row(key: PipelineKey, s: &Conv2dShape, px: &DimPlan, tn: u32) -> PipelineKey {
     let (_, wo) = s.out_hw();
-    if px.mode == 2 || wo % 4 != 0 || !tn.is_multiple_of(4) {
+    if px.mode == 2 || !wo.is_multiple_of(4) || !tn.is_multiple_of(4) {
         return key.define("DY_T", "f32").define(
             "DY_ROW",
             "            for (var t = 0u; t < NCOL; t++) {
