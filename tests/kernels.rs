@@ -168,6 +168,9 @@ fn conv2d_forward_subgroup_blocks_match_reference() {
         (16, 3, 4, 12, 3, false, false),
         (2, 6, 16, 9, 1, false, false),
         (2, 4, 32, 8, 3, false, true),
+        // 20 columns: a second 16-column block ragged (4 columns inside y).
+        (1, 3, 20, 9, 3, false, false),
+        (2, 3, 8, 12, 3, false, false),
     ] {
         let mut s = same(b, cin, hw, hw, cout, k);
         s.upsample = up;

@@ -8,6 +8,7 @@
 //! `cargo test --test kernels_backward -- --ignored --nocapture` times the
 //! convolution gradients on the cifar10-32 shapes (PETAL_BENCH_BATCH,
 //! PETAL_BENCH_FILTER, PETAL_BENCH_GENERIC=0 to skip the generic kernels,
+//! PETAL_BENCH_DW_TM / PETAL_BENCH_DW_TC to override the weight gradient's blocking,
 //! PETAL_BENCH_DX_FORWARD=0 to time the subgroup dx kernel where the flipped
 //! forward convolution would run).
 
@@ -689,6 +690,9 @@ fn bench_conv_backward() {
     let env_u32 = |k: &str| std::env::var(k).ok().and_then(|v| v.parse::<u32>().ok());
     let (dx_tm, dx_tn) = (env_u32("PETAL_BENCH_DX_TM"), env_u32("PETAL_BENCH_DX_TN"));
     let dx_forward = env_u32("PETAL_BENCH_DX_FORWARD") != Some(0);
+    // PETAL_BENCH_DW_TM / PETAL_BENCH_DW_TC: the subgroup weight gradient's
+    // output channels per workgroup and input channels per lane.
+    let (dw_tm, dw_tc) = (env_u32("PETAL_BENCH_DW_TM"), env_u32("PETAL_BENCH_DW_TC"));
     // PETAL_BENCH_GENERIC=0 skips the (slow, on lavapipe) generic kernels.
     let mut kernels_run = Vec::new();
     if std::env::var("PETAL_BENCH_GENERIC").map_or(true, |v| v != "0") {
@@ -736,7 +740,11 @@ fn bench_conv_backward() {
             )
             .unwrap();
             let gx = time_dispatches(&gpu, &d, flop);
-            let layout = WeightGradLayout::new(&gpu, k, &s);
+            let mut layout = WeightGradLayout::new(&gpu, k, &s);
+            if k == Conv2dBackwardKernel::Subgroup {
+                layout.tm = dw_tm.unwrap_or(layout.tm);
+                layout.tc = dw_tc.unwrap_or(layout.tc);
+            }
             let need = layout.scratch_len(&s);
             let scratch: Option<TensorView> = (need > 0).then(|| zeros(&gpu, need));
             let d = conv2d_backward::conv2d_backward_weight_with(&gpu, &layout, "dw", &dw, scratch.as_ref(), &dy, &x, &s, 1.0)

@@ -181,21 +181,27 @@ pub fn kernel_for(gpu: &Gpu, family: KernelFamily, s: &Conv2dShape) -> Conv2dKer
     }
 }
 
-/// Accumulators per lane of a CPU-family conv block (tm x pixels). LLVM's
-/// build time grows much faster than the block: measured on lavapipe (LLVM
-/// 15, 2 cores, no shader cache), the small model's first batch-16 forward
-/// pass (its pipelines built and run once) took 30 s at 256, 141 s at 512 and
-/// about 7 min at 1024 (the whole 16-image sample: 7 min 42 s), while the
-/// forward pass itself ran within 10% at all three (small at batch 16:
-/// 0.52 / 0.49 / 0.50 s; cifar10-32 at batch 1: 357 / 340 / 352 ms, at 16:
-/// 5.24 / 4.76 / 4.90 s; same run, load average 1.0-1.6).
-pub const SUBGROUP_ACCUMULATORS: u32 = 256;
+/// Accumulators per lane of a CPU-family 3x3 conv block (tm x pixels); 1x1
+/// blocks keep 256 ([`SUBGROUP_ACCUMULATORS_1X1`]). On lavapipe (LLVM 15, 2
+/// cores) 512 runs the 3x3 convolutions of cifar10-32 at batch 16 8-12%
+/// faster than 256 (`cargo bench --bench conv -- k3 --cpu-time`: 32x32
+/// 128->128 64-67 -> 71-73 GFLOP/s, 16x16 256->256 67-68 -> 73-75) and 1024
+/// no faster than 512. LLVM's build time grows faster than the block, though:
+/// with Mesa's shader cache off, the small model's first batch-16 forward pass
+/// (its pipelines built and run once) takes 68 s at 512 against 24 s at 256,
+/// cifar10-32's first batch-1 pass 53 s against 26 s (Mesa keeps built
+/// pipelines on disk, so later runs start at once). Measured in BENCHMARKS.md.
+pub const SUBGROUP_ACCUMULATORS: u32 = 512;
+
+/// Accumulators per lane of a CPU-family 1x1 conv block: 4 channels x 64
+/// pixels measured best (BENCHMARKS.md, "Every load four values wide").
+pub const SUBGROUP_ACCUMULATORS_1X1: u32 = 256;
 
 /// The CPU-family block for a shape. What it balances (per input channel,
 /// per subgroup): loading 9 tm weights per lane and the window of the pixel
-/// block (~50 cycles per loaded element) against 9 tm x block vector
-/// multiply-adds (~2 cycles each); so blocks want many pixels (weights are
-/// reused by every pixel) and many channels (inputs by every channel), up to
+/// block (each load a loop over the 8 lanes) against 9 tm x block vector
+/// multiply-adds; so blocks want many pixels (weights are reused by every
+/// pixel) and many channels (inputs by every channel), up to
 /// [`SUBGROUP_ACCUMULATORS`] per lane, past which pipeline build time grows
 /// faster than the reuse pays. See benches/conv.rs.
 pub fn subgroup_tile_for(s: &Conv2dShape) -> SubgroupTile {
@@ -203,30 +209,27 @@ pub fn subgroup_tile_for(s: &Conv2dShape) -> SubgroupTile {
     // With upsampling, blocks start on even output rows and columns so that
     // the window's source rows and columns are known at compile time.
     let even = |v: u32| if s.upsample { v.next_multiple_of(2) } else { v };
-    // A 1x1 convolution reuses an input value only across channels, so it
-    // wants more channels per block and fewer pixels: 16 x 8 channels x 64
-    // pixels measured best (12 GFLOP/s against 9 for 4 x 8 x 256).
-    // Blocks of several small images measured best at 128 pixels (4 x 8
-    // images of 4x4, 2 of 8x8 at batch 16).
-    // An upsampled 3x3 convolution reads a window of half the block's side
-    // (and with the vec4 window few loads for it), so it wants the whole
-    // budget in pixels: 16x16 blocks (or several 8x8 images) measured
-    // +20-25% GFLOP/s at batch 16 and +9-24% at batch 1 over 4 channels x
-    // 8x8 (benches/conv.rs, BENCHMARKS.md). Elsewhere 4 channels x 64 pixels
-    // measured as good as or better than the wider blocks.
-    let budget = SUBGROUP_ACCUMULATORS;
-    let (side, pixels_wanted) = match (s.ksize, ho * wo >= 256) {
-        (1, _) => (8, 64),
-        (_, true) => (16, 256),
-        (_, false) => (16, 128),
+    // (budget, block rows, block columns, pixels wanted), measured with
+    // benches/conv.rs at batch 16 (BENCHMARKS.md):
+    // - 1x1 reuses an input value only across channels: 4 channels x 64
+    //   pixels (8 x 32, 16 x 16 and 32 x 8 no better).
+    // - An upsampled 3x3 convolution reads a window of half the block's
+    //   side, so the budget goes to pixels: 2 channels x 16x16 (109 GFLOP/s
+    //   against 103-106 for 1 x 16x16).
+    // - Stride 2 reads a window twice the block's side: 8 channels x 8x8
+    //   outputs (+6-10% over 4 x 8x16).
+    // - Other 3x3: 4 channels x 8x16 (73-77 GFLOP/s; 2 x 16x16 and 4 x 2
+    //   images of 8x8 within 3% of it, 8 x 8x8 68-70).
+    let (budget, ph_max, pw_max, pixels_wanted) = match (s.ksize, s.upsample, s.stride) {
+        (1, _, _) => (SUBGROUP_ACCUMULATORS_1X1, 8, 8, 64),
+        (_, true, _) => (SUBGROUP_ACCUMULATORS, 16, 16, 256),
+        (_, _, 2) => (SUBGROUP_ACCUMULATORS, 8, 8, 64),
+        _ => (SUBGROUP_ACCUMULATORS, 8, 16, 128),
     };
-    let wide = s.upsample && s.ksize == 3;
-    let pixels_wanted = if wide { budget } else { pixels_wanted.min(budget / 4) };
-    let side = if pixels_wanted <= 64 { side.min(8) } else { side };
-    let ph = even(ho.min(side));
-    let pw = even(wo.min(side));
-    // Small images: put several in a block, so each weight is loaded once
-    // for more pixels.
+    let ph = even(ho.min(ph_max));
+    let pw = even(wo.min(pw_max));
+    // Small images: several in a block (blocks of 4 x 8 images of 4x4, 2 of
+    // 8x8 at batch 16), so each weight is loaded once for more pixels.
     let nb = (pixels_wanted / (ph * pw)).clamp(1, s.batch.max(1)).min(16);
     let pixels = nb * ph * pw;
     let tm = (budget / pixels).clamp(1, 16).min(s.cout.div_ceil(8));
@@ -682,15 +685,27 @@ mod tests {
     }
 
     #[test]
-    fn upsampled_3x3_blocks_spend_the_budget_on_pixels() {
-        let up = |batch, hw| Conv2dShape { upsample: true, ..Conv2dShape::same(batch, 256, hw, hw, 256, 3) };
-        assert_eq!(subgroup_tile_for(&up(16, 16)), tile(1, 1, 16, 16));
-        assert_eq!(subgroup_tile_for(&up(1, 8)), tile(1, 1, 16, 16));
-        // 8x8 outputs: four images a block, or at batch 1 four channels.
-        assert_eq!(subgroup_tile_for(&up(16, 4)), tile(1, 4, 8, 8));
-        assert_eq!(subgroup_tile_for(&up(1, 4)), tile(4, 1, 8, 8));
-        // Not upsampled: 4 channels x 8x8 as before.
-        assert_eq!(subgroup_tile_for(&Conv2dShape::same(16, 256, 16, 16, 256, 3)), tile(4, 1, 8, 8));
+    fn blocks_by_kind_of_convolution() {
+        let same = Conv2dShape::same;
+        let up = |batch, hw| Conv2dShape { upsample: true, ..same(batch, 256, hw, hw, 256, 3) };
+        // Upsampled 3x3: the budget goes to pixels (the window is half the
+        // block's side), 16x16 or several 8x8 images, 2 channels.
+        assert_eq!(subgroup_tile_for(&up(16, 16)), tile(2, 1, 16, 16));
+        assert_eq!(subgroup_tile_for(&up(1, 8)), tile(2, 1, 16, 16));
+        assert_eq!(subgroup_tile_for(&up(16, 4)), tile(2, 4, 8, 8));
+        assert_eq!(subgroup_tile_for(&up(1, 4)), tile(8, 1, 8, 8));
+        // Plain 3x3: 4 channels x 8x16 pixels, or several small images.
+        assert_eq!(subgroup_tile_for(&same(16, 256, 16, 16, 256, 3)), tile(4, 1, 8, 16));
+        assert_eq!(subgroup_tile_for(&same(16, 256, 8, 8, 256, 3)), tile(4, 2, 8, 8));
+        assert_eq!(subgroup_tile_for(&same(16, 256, 4, 4, 256, 3)), tile(4, 8, 4, 4));
+        // Batch 1, 4x4: 16 channels x 16 pixels (the channel cap).
+        assert_eq!(subgroup_tile_for(&same(1, 256, 4, 4, 256, 3)), tile(16, 1, 4, 4));
+        // Stride 2: 8 channels x 8x8 outputs.
+        assert_eq!(subgroup_tile_for(&Conv2dShape { stride: 2, ..same(16, 128, 32, 32, 128, 3) }), tile(8, 1, 8, 8));
+        // Narrow layers: no more channel groups than the layer has.
+        assert_eq!(subgroup_tile_for(&same(16, 128, 32, 32, 3, 3)), tile(1, 1, 8, 16));
+        // 1x1: 4 channels x 64 pixels (256 accumulators).
+        assert_eq!(subgroup_tile_for(&same(16, 256, 16, 16, 512, 1)), tile(4, 1, 8, 8));
     }
 
     #[test]
