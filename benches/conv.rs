@@ -1,9 +1,10 @@
 //! Times every conv2d_forward kernel variant on the convolutions of
-//! google/ddpm-cifar10-32 and prints GFLOP/s, the generic kernel first as the
-//! baseline.
+//! google/ddpm-cifar10-32 (or another built-in architecture, `--config small`)
+//! and prints GFLOP/s, the generic kernel first as the baseline.
 //!
 //!     cargo bench --bench conv [-- FILTER] [--variants generic,cpu,gpu,sg4x1x16x16,...]
 //!                               [--batch 1,16] [--runs 5] [--ms 300] [--cpu-time]
+//!                               [--config cifar10-32|small]
 //!
 //! Variants (default generic,cpu): `generic` (the fallback kernel), `cpu` and
 //! `gpu` (what each kernel family picks for the shape), or an explicit kernel
@@ -35,6 +36,7 @@ struct Args {
     runs: usize,
     ms: f64,
     cpu_time: bool,
+    config: String,
 }
 
 fn parse_args() -> Args {
@@ -45,6 +47,7 @@ fn parse_args() -> Args {
         runs: 5,
         ms: 300.0,
         cpu_time: false,
+        config: "cifar10-32".into(),
     };
     let mut it = std::env::args().skip(1);
     while let Some(arg) = it.next() {
@@ -56,6 +59,7 @@ fn parse_args() -> Args {
             "--runs" => a.runs = val(&arg).parse().expect("--runs"),
             "--ms" => a.ms = val(&arg).parse().expect("--ms"),
             "--cpu-time" => a.cpu_time = true,
+            "--config" => a.config = val(&arg),
             s if s.starts_with("--") => panic!("unknown option {s}"),
             s => a.filter = Some(s.to_string()),
         }
@@ -63,10 +67,11 @@ fn parse_args() -> Args {
     a
 }
 
-/// Every distinct convolution of the cifar10-32 UNet at batch 1, with how
-/// many times one forward pass runs it and whether it has a residual.
-fn unet_convs() -> Vec<(String, Conv2dShape, bool, usize)> {
-    let cfg = UNetConfig::builtin("cifar10-32").unwrap();
+/// Every distinct convolution of the built-in architecture `config`'s UNet at
+/// batch 1, with how many times one forward pass runs it and whether it has a
+/// residual.
+fn unet_convs(config: &str) -> Vec<(String, Conv2dShape, bool, usize)> {
+    let cfg = UNetConfig::builtin(config).unwrap_or_else(|| panic!("--config {config}: not a built-in architecture"));
     let graph = unet::build_graph(&cfg);
     let mut seen: BTreeMap<String, (Conv2dShape, bool, usize)> = BTreeMap::new();
     for op in &graph.ops {
@@ -124,7 +129,7 @@ fn main() -> anyhow::Result<()> {
             print!(" {v:>12}");
         }
         println!();
-        for (name, s1, has_residual, calls) in unet_convs() {
+        for (name, s1, has_residual, calls) in unet_convs(&args.config) {
             if args.filter.as_ref().is_some_and(|f| !name.contains(f.as_str())) {
                 continue;
             }

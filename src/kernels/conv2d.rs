@@ -187,15 +187,23 @@ pub fn kernel_for(gpu: &Gpu, family: KernelFamily, s: &Conv2dShape) -> Conv2dKer
 /// faster than 256 (`cargo bench --bench conv -- k3 --cpu-time`: 32x32
 /// 128->128 64-67 -> 71-73 GFLOP/s, 16x16 256->256 67-68 -> 73-75) and 1024
 /// no faster than 512. LLVM's build time grows faster than the block, though:
-/// with Mesa's shader cache off, the small model's first batch-16 forward pass
-/// (its pipelines built and run once) takes 68 s at 512 against 24 s at 256,
-/// cifar10-32's first batch-1 pass 53 s against 26 s (Mesa keeps built
-/// pipelines on disk, so later runs start at once). Measured in BENCHMARKS.md.
+/// with Mesa's shader cache off, cifar10-32's first batch-1 pass (its
+/// pipelines built and run once) takes 53 s at 512 against 26 s at 256, the
+/// small model's first batch-16 pass 118 s against 36 s, which is why narrow
+/// layers ([`NARROW_COUT`]) keep 256 (Mesa keeps built pipelines on disk, so
+/// later runs start at once). Measured in BENCHMARKS.md.
 pub const SUBGROUP_ACCUMULATORS: u32 = 512;
 
-/// Accumulators per lane of a CPU-family 1x1 conv block: 4 channels x 64
+/// Accumulators per lane of a CPU-family 1x1 conv block, and of every block
+/// of a narrow layer (cout <= [`NARROW_COUT`]): for 1x1, 4 channels x 64
 /// pixels measured best (BENCHMARKS.md, "Every load four values wide").
 pub const SUBGROUP_ACCUMULATORS_1X1: u32 = 256;
+
+/// Output channels up to which a 3x3 convolution is narrow (the small
+/// model's 32-64): its blocks keep 256 accumulators, since 512 ran the small
+/// model's forward pass at batch 16 only about 5% faster (0.30 -> 0.28-0.29 s)
+/// while its first pass, pipelines built, took 68 s against 24 s.
+pub const NARROW_COUT: u32 = 64;
 
 /// The CPU-family block for a shape. What it balances (per input channel,
 /// per subgroup): loading 9 tm weights per lane and the window of the pixel
@@ -220,9 +228,15 @@ pub fn subgroup_tile_for(s: &Conv2dShape) -> SubgroupTile {
     //   outputs (+6-10% over 4 x 8x16).
     // - Other 3x3: 4 channels x 8x16 (73-77 GFLOP/s; 2 x 16x16 and 4 x 2
     //   images of 8x8 within 3% of it, 8 x 8x8 68-70).
+    // - Narrow layers (cout <= NARROW_COUT, the small model's): 256, as
+    //   4 channels x 8x8 or 1 x 16x16 upsampled; 512 ran their forward pass
+    //   only about 5% faster and tripled the first pass's pipeline builds.
+    let narrow = s.cout <= NARROW_COUT;
     let (budget, ph_max, pw_max, pixels_wanted) = match (s.ksize, s.upsample, s.stride) {
         (1, _, _) => (SUBGROUP_ACCUMULATORS_1X1, 8, 8, 64),
+        (_, true, _) if narrow => (SUBGROUP_ACCUMULATORS_1X1, 16, 16, 256),
         (_, true, _) => (SUBGROUP_ACCUMULATORS, 16, 16, 256),
+        _ if narrow => (SUBGROUP_ACCUMULATORS_1X1, 8, 8, 64),
         (_, _, 2) => (SUBGROUP_ACCUMULATORS, 8, 8, 64),
         _ => (SUBGROUP_ACCUMULATORS, 8, 16, 128),
     };
@@ -702,8 +716,18 @@ mod tests {
         assert_eq!(subgroup_tile_for(&same(1, 256, 4, 4, 256, 3)), tile(16, 1, 4, 4));
         // Stride 2: 8 channels x 8x8 outputs.
         assert_eq!(subgroup_tile_for(&Conv2dShape { stride: 2, ..same(16, 128, 32, 32, 128, 3) }), tile(8, 1, 8, 8));
-        // Narrow layers: no more channel groups than the layer has.
-        assert_eq!(subgroup_tile_for(&same(16, 128, 32, 32, 3, 3)), tile(1, 1, 8, 16));
+        // Narrow layers (the small model's, cout <= 64): 256 accumulators,
+        // 4 channels x 8x8, several 4x4 images, 1 x 16x16 upsampled.
+        assert_eq!(subgroup_tile_for(&same(16, 32, 32, 32, 32, 3)), tile(4, 1, 8, 8));
+        assert_eq!(subgroup_tile_for(&same(16, 128, 16, 16, 64, 3)), tile(4, 1, 8, 8));
+        assert_eq!(subgroup_tile_for(&same(16, 64, 4, 4, 64, 3)), tile(4, 4, 4, 4));
+        assert_eq!(subgroup_tile_for(&Conv2dShape { stride: 2, ..same(16, 32, 32, 32, 32, 3) }), tile(4, 1, 8, 8));
+        let up_narrow = |batch, hw| Conv2dShape { upsample: true, ..same(batch, 64, hw, hw, 64, 3) };
+        assert_eq!(subgroup_tile_for(&up_narrow(16, 8)), tile(1, 1, 16, 16));
+        assert_eq!(subgroup_tile_for(&up_narrow(16, 4)), tile(1, 4, 8, 8));
+        // No more channel groups than the layer has (conv_out, 3 channels).
+        assert_eq!(subgroup_tile_for(&same(16, 128, 32, 32, 3, 3)), tile(1, 1, 8, 8));
+        assert_eq!(subgroup_tile_for(&same(16, 128, 32, 32, 72, 3)), tile(4, 1, 8, 16));
         // 1x1: 4 channels x 64 pixels (256 accumulators).
         assert_eq!(subgroup_tile_for(&same(16, 256, 16, 16, 512, 1)), tile(4, 1, 8, 8));
     }
