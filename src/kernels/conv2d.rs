@@ -182,27 +182,29 @@ pub fn kernel_for(gpu: &Gpu, family: KernelFamily, s: &Conv2dShape) -> Conv2dKer
 }
 
 /// Accumulators per lane of a CPU-family 3x3 conv block (tm x pixels); 1x1
-/// blocks keep 256 ([`SUBGROUP_ACCUMULATORS_1X1`]). On lavapipe (LLVM 15, 2
+/// blocks and narrow layers keep 256 ([`SUBGROUP_ACCUMULATORS_SMALL`]). On lavapipe (LLVM 15, 2
 /// cores) 512 runs the 3x3 convolutions of cifar10-32 at batch 16 8-12%
 /// faster than 256 (`cargo bench --bench conv -- k3 --cpu-time`: 32x32
 /// 128->128 64-67 -> 71-73 GFLOP/s, 16x16 256->256 67-68 -> 73-75) and 1024
 /// no faster than 512. LLVM's build time grows faster than the block, though:
 /// with Mesa's shader cache off, cifar10-32's first batch-1 pass (its
-/// pipelines built and run once) takes 53 s at 512 against 26 s at 256, the
-/// small model's first batch-16 pass 118 s against 36 s, which is why narrow
-/// layers ([`NARROW_COUT`]) keep 256 (Mesa keeps built pipelines on disk, so
-/// later runs start at once). Measured in BENCHMARKS.md.
+/// pipelines built and run once) takes 53 s at 512 against 26 s at 256 (Mesa
+/// keeps built pipelines on disk, so later runs start at once); see
+/// [`NARROW_COUT`] for the layers where that does not pay. Measured in
+/// BENCHMARKS.md.
 pub const SUBGROUP_ACCUMULATORS: u32 = 512;
 
 /// Accumulators per lane of a CPU-family 1x1 conv block, and of every block
 /// of a narrow layer (cout <= [`NARROW_COUT`]): for 1x1, 4 channels x 64
 /// pixels measured best (BENCHMARKS.md, "Every load four values wide").
-pub const SUBGROUP_ACCUMULATORS_1X1: u32 = 256;
+pub const SUBGROUP_ACCUMULATORS_SMALL: u32 = 256;
 
 /// Output channels up to which a 3x3 convolution is narrow (the small
-/// model's 32-64): its blocks keep 256 accumulators, since 512 ran the small
-/// model's forward pass at batch 16 only about 5% faster (0.30 -> 0.28-0.29 s)
-/// while its first pass, pipelines built, took 68 s against 24 s.
+/// model's 32-64): its blocks keep [`SUBGROUP_ACCUMULATORS_SMALL`]. With 512
+/// its convolutions ran about as fast over a forward pass (`benches/conv.rs
+/// --config small --batch 16 --cpu-time`: 32x32 and 16x16 shapes 7-15%
+/// slower, 8x8 and 4x4 ones 2-17% faster), and the small model's first
+/// batch-16 pass, Mesa's shader cache off, took 118 s against 36 s.
 pub const NARROW_COUT: u32 = 64;
 
 /// The CPU-family block for a shape. What it balances (per input channel,
@@ -228,15 +230,14 @@ pub fn subgroup_tile_for(s: &Conv2dShape) -> SubgroupTile {
     //   outputs (+6-10% over 4 x 8x16).
     // - Other 3x3: 4 channels x 8x16 (73-77 GFLOP/s; 2 x 16x16 and 4 x 2
     //   images of 8x8 within 3% of it, 8 x 8x8 68-70).
-    // - Narrow layers (cout <= NARROW_COUT, the small model's): 256, as
-    //   4 channels x 8x8 or 1 x 16x16 upsampled; 512 ran their forward pass
-    //   only about 5% faster and tripled the first pass's pipeline builds.
+    // - Narrow layers ([`NARROW_COUT`]): the small budget, as 4 channels x
+    //   8x8 or 1 x 16x16 upsampled.
     let narrow = s.cout <= NARROW_COUT;
+    let wide_budget = if narrow { SUBGROUP_ACCUMULATORS_SMALL } else { SUBGROUP_ACCUMULATORS };
     let (budget, ph_max, pw_max, pixels_wanted) = match (s.ksize, s.upsample, s.stride) {
-        (1, _, _) => (SUBGROUP_ACCUMULATORS_1X1, 8, 8, 64),
-        (_, true, _) if narrow => (SUBGROUP_ACCUMULATORS_1X1, 16, 16, 256),
-        (_, true, _) => (SUBGROUP_ACCUMULATORS, 16, 16, 256),
-        _ if narrow => (SUBGROUP_ACCUMULATORS_1X1, 8, 8, 64),
+        (1, _, _) => (SUBGROUP_ACCUMULATORS_SMALL, 8, 8, 64),
+        (_, true, _) => (wide_budget, 16, 16, 256),
+        _ if narrow => (SUBGROUP_ACCUMULATORS_SMALL, 8, 8, 64),
         (_, _, 2) => (SUBGROUP_ACCUMULATORS, 8, 8, 64),
         _ => (SUBGROUP_ACCUMULATORS, 8, 16, 128),
     };

@@ -89,7 +89,7 @@ pub fn kernel_for(gpu: &Gpu, d: &MatmulDesc) -> MatmulKernel {
         return MatmulKernel::Generic;
     }
     // Up to 32 rows x 64 columns: 256 accumulators per lane, as many as the
-    // 1x1 conv kernels use (SUBGROUP_ACCUMULATORS_1X1). Measured on cifar10-32's
+    // 1x1 conv kernels use (SUBGROUP_ACCUMULATORS_SMALL). Measured on cifar10-32's
     // attention at batch 16 (q^T k and v p^T, 256 positions x 256 channels,
     // vec4 loads), GFLOP/s: 16 x 32 columns 26, 16 x 64 30, 32 x 32 33,
     // 16 x 128 34, 32 x 64 38; 64 x 32 0.3 (Mesa stops unrolling the tile
