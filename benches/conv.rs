@@ -8,7 +8,7 @@
 //!
 //! Variants (default generic,cpu): `generic` (the fallback kernel), `cpu` and
 //! `gpu` (what each kernel family picks for the shape), or an explicit kernel
-//! (`Conv2dKernel::parse`: `tiled`, `sgTMxNBxPHxPW`). FILTER keeps shapes whose
+//! (`Conv2dKernel::parse`: `tiled`, `tiled-splitN`, `sgTMxNBxPHxPW`). FILTER keeps shapes whose
 //! name contains it; names give the input size, so `16x16 256->256 k3up`
 //! writes 32x32. Each timed run is one submission of N back-to-back dispatches
 //! of the same convolution (N sized from a warm-up so that a run takes about
@@ -164,7 +164,10 @@ fn main() -> anyhow::Result<()> {
                     picked.push(format!("{vname}={}", k.name()));
                 }
                 let t_build = Instant::now();
-                let d = match conv2d_forward_with(&gpu, k, "bench", &y, &x, &w, &s, &epi) {
+                // The split tiled kernel's partial sums.
+                let need = k.scratch_len(&s);
+                let scratch = (need > 0).then(|| TensorView::whole(gpu.storage_buffer("scratch", need as u64 * 4)));
+                let d = match conv2d_forward_with(&gpu, k, "bench", &y, &x, &w, &s, &epi, scratch.as_ref()) {
                     Ok(d) => d,
                     Err(e) => {
                         eprintln!("{}: {e:#}", k.name());
@@ -175,7 +178,8 @@ fn main() -> anyhow::Result<()> {
                 *builds.entry(vname.clone()).or_default() += t_build.elapsed().as_secs_f64();
                 // Warm-up (first touch), and a check that the
                 // variants agree.
-                gpu.run(&[&d]);
+                let d: Vec<_> = d.iter().collect();
+                gpu.run(&d);
                 let out = gpu.read_f32(&y)?;
                 let agree = match &reference {
                     None => {
@@ -188,12 +192,12 @@ fn main() -> anyhow::Result<()> {
                     }
                 };
                 let (t0, c0) = (Instant::now(), cpu_seconds());
-                gpu.run(&[&d]);
+                gpu.run(&d);
                 gpu.wait()?;
                 let one = t0.elapsed().as_secs_f64();
                 let one_cpu = (cpu_seconds() - c0) / cores;
                 let n = ((args.ms / 1e3 / one.max(1e-6)) as usize).clamp(1, 2000);
-                let list: Vec<_> = std::iter::repeat_n(&d, n).collect();
+                let list: Vec<_> = std::iter::repeat_n(d.iter().copied(), n).flatten().collect();
                 // A variant slower than 2 --ms per dispatch (the generic
                 // kernel at batch 16) gets one more run, not --runs.
                 let slow = one > 2.0 * args.ms / 1e3;

@@ -12,6 +12,14 @@
 // neighbouring invocations load and store neighbouring pixels (coalesced).
 // Portable WGSL: no subgroups, 8 KiB of workgroup memory. w may be stored as
 // f32, f16 or int8 (shaders/snippets/weights_*.wgsl); arithmetic is f32.
+//
+// Split K (SPLIT > 1): when a convolution has too few tiles to fill the GPU
+// (batch 1, 8x8 and 4x4 images: 4 workgroups running 144-288 K steps each,
+// one after another), the dispatch's z cuts the K loop into SPLIT parts.
+// Each part writes its scaled partial tile, without the epilogue, to
+// partial (SPLIT, cout, batch*ho*wo) in f32, and conv2d_split_sum.wgsl adds
+// the parts up and applies the epilogue. The Rust wrapper picks SPLIT
+// (tiled_split_for in src/kernels/conv2d.rs).
 // petal:trusted (indices are clamped or guarded by sizes its Rust wrapper checks; loops are finite)
 
 // Params p, the epilogue operands (bias, temb, residual, y), channel_add and finish.
@@ -19,6 +27,11 @@
 
 const K: u32 = {{K}}u;  // kernel size (a constant so that k -> (ci, ky, kx) divides by constants)
 const KK: u32 = K * K;
+const SPLIT: u32 = {{SPLIT}}u; // parts of the K loop, one per workgroup z
+
+// put_partial(i, v): partial[i] = v with SPLIT > 1; nothing (and no binding)
+// without.
+{{PARTIAL}}
 
 @group(0) @binding(1) var<storage, read> x: array<{{X_T}}>;
 @group(0) @binding(2) var<storage, read> wt: array<WWord>;
@@ -68,7 +81,13 @@ fn main(
     for (var j = 0u; j < 4u; j++) {
         acc[j] = vec4<f32>(0.0);
     }
-    for (var k0 = 0u; k0 < k_total; k0 += BK) {
+    // This workgroup's part of the K loop: whole BK steps, so that only the
+    // last part can end inside a step (checked against k_total below).
+    let steps = (k_total + BK - 1u) / BK;
+    let per_part = (steps + SPLIT - 1u) / SPLIT;
+    let k_begin = wid.z * per_part * BK;
+    let k_end = min(k_total, k_begin + per_part * BK);
+    for (var k0 = k_begin; k0 < k_end; k0 += BK) {
         var av: array<f32, 4>;
         for (var c = 0u; c < 4u; c++) {
             let k = k0 + ak + c;
@@ -107,7 +126,12 @@ fn main(
             if (co >= p.cout) {
                 continue;
             }
-            finish((b * p.cout + co) * hw + pn, acc[j][i] * w_scale(co, p.cout * k_total) + channel_add(co, b));
+            let v = acc[j][i] * w_scale(co, p.cout * k_total);
+            if (SPLIT == 1u) {
+                finish((b * p.cout + co) * hw + pn, v + channel_add(co, b));
+            } else {
+                put_partial((wid.z * p.cout + co) * n_total + n, v);
+            }
         }
     }
 }

@@ -37,6 +37,7 @@ shaders!(
     "conv2d_forward",
     "conv2d_forward_subgroup",
     "conv2d_forward_tiled",
+    "conv2d_split_sum",
     "group_norm_forward",
     "group_norm_forward_subgroup",
     "linear_forward",

@@ -57,8 +57,7 @@ fn conv_case_with(
             out_div,
             accumulate,
         };
-        let d = kernels::conv2d::conv2d_forward_with(gpu, kernel, "conv", &y, &xv, &wv, &s, &epi).unwrap();
-        run(gpu, &[&d]);
+        run_conv_forward(gpu, kernel, &y, &xv, &wv, &s, &epi);
         let got = gpu.read_f32(&y).unwrap();
         let want: Vec<f32> =
             if accumulate { want.iter().zip(&prior).map(|(a, b)| a + b).collect() } else { want.clone() };
@@ -178,6 +177,45 @@ fn conv2d_forward_subgroup_blocks_match_reference() {
             s = strided(s, [0, 0, 1, 1]);
         }
         case(Conv2dKernel::Subgroup(kernels::conv2d::subgroup_tile_for(&s)), s);
+    }
+}
+
+/// The GPU family's tiled kernel with its K loop split over workgroups
+/// (conv2d_forward_tiled.wgsl with SPLIT > 1, then conv2d_split_sum.wgsl):
+/// parts that do not divide the K steps, more parts than steps (empty parts
+/// write zeros), K not a multiple of the step, every epilogue operand,
+/// written and accumulated, stride 2, upsampling and 1x1. Runs on any
+/// adapter (the kernel is portable WGSL).
+#[test]
+fn conv2d_forward_split_k_matches_reference() {
+    use kernels::conv2d::Conv2dKernel;
+    let gpu = gpu(petal::gpu::KernelFamily::Gpu);
+    let g = &*gpu;
+    let same = Conv2dShape::same;
+    let mut seed = 500;
+    let mut case = |parts: u32, s: Conv2dShape, bias: bool, temb: bool, residual: bool, out_div: f32| {
+        seed += 10;
+        conv_case_with(g, Conv2dKernel::TiledSplit(parts), s, bias, temb, residual, out_div, seed);
+    };
+    // K = 40 x 9 = 360: 23 steps of 16, the last one partial.
+    case(2, same(1, 40, 4, 4, 24, 3), true, true, true, 1.5);
+    case(3, same(1, 40, 4, 4, 24, 3), true, false, false, 1.0);
+    case(16, same(2, 40, 8, 8, 70, 3), true, true, true, 1.0);
+    // K = 27 (conv_in): 2 steps for 4 parts, two of them empty.
+    case(4, same(1, 3, 9, 9, 16, 3), true, false, false, 1.0);
+    // 1x1, stride 2 with both paddings, upsampling.
+    case(4, same(1, 64, 5, 3, 9, 1), true, false, true, 1.0);
+    for pad in [[0, 0, 1, 1], [1, 1, 1, 1]] {
+        case(2, Conv2dShape { stride: 2, pad, ..same(2, 20, 10, 14, 9, 3) }, true, false, false, 1.0);
+    }
+    case(8, Conv2dShape { upsample: true, ..same(1, 30, 3, 5, 11, 3) }, true, true, true, 2.0);
+    // What the GPU family picks for batch-1 UNet shapes (shrunk in channels
+    // where the split does not depend on them): split, with every operand.
+    for s in [same(1, 64, 4, 4, 64, 3), same(1, 128, 8, 8, 40, 3)] {
+        let k = kernels::conv2d::kernel_for(g, petal::gpu::KernelFamily::Gpu, &s);
+        assert!(matches!(k, Conv2dKernel::TiledSplit(_)), "{s:?}: {}", k.name());
+        seed += 10;
+        conv_case_with(g, k, s, true, true, true, 1.0, seed);
     }
 }
 

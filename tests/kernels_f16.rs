@@ -8,7 +8,7 @@
 mod common;
 use common::*;
 use petal::gpu::{Dtype, Gpu, KernelFamily, TensorView};
-use petal::kernels::conv2d::{Conv2dKernel, SubgroupTile, conv2d_forward_with, kernel_for};
+use petal::kernels::conv2d::{Conv2dKernel, SubgroupTile, kernel_for};
 use petal::kernels::matmul::{MatmulKernel, kernel_for as matmul_kernel_for, matmul_with};
 use petal::kernels::{self, Conv2dEpilogue, Conv2dShape, MatmulDesc, Operand};
 use petal::reference;
@@ -58,8 +58,7 @@ fn conv_case(gpu: &Gpu, kernel: Conv2dKernel, s: Conv2dShape, seed: u64) {
     let (xv, wv, bv, tv, rv) = (upload16(gpu, &x), upload(gpu, &w), upload(gpu, &b), upload(gpu, &t), upload16(gpu, &r));
     let y = zeros16(gpu, s.out_len());
     let epi = Conv2dEpilogue { bias: Some(&bv), temb: Some((&tv, temb_stride, 3)), residual: Some(&rv), out_div: 1.5, accumulate: false };
-    let d = conv2d_forward_with(gpu, kernel, "conv", &y, &xv, &wv, &s, &epi).unwrap();
-    gpu.run(&[&d]);
+    run_conv_forward(gpu, kernel, &y, &xv, &wv, &s, &epi);
     let got = gpu.read_f32(&y).unwrap();
     let want = reference::conv2d(&x, &w, Some(&b), Some((&t, temb_stride as usize, 3)), Some(&r), 1.5, &s);
     assert_close16(&format!("conv {s:?} ({})", kernel.name()), &got, &want);

@@ -7,7 +7,7 @@
 mod common;
 use common::*;
 use petal::gpu::{Dtype, Gpu, KernelFamily, TensorView};
-use petal::kernels::conv2d::{Conv2dKernel, SubgroupTile, conv2d_forward_with, kernel_for};
+use petal::kernels::conv2d::{Conv2dKernel, SubgroupTile, kernel_for};
 use petal::kernels::{self, Conv2dEpilogue, Conv2dShape};
 use petal::model::precision::{HostTensor, encode_group, quantize_rows};
 use petal::reference;
@@ -45,8 +45,7 @@ fn conv_case(gpu: &Gpu, kernel: Conv2dKernel, format: Format, s: Conv2dShape, se
     let (xv, bv, tv, rv) = (upload(gpu, &x), upload(gpu, &b), upload(gpu, &t), upload(gpu, &r));
     let y = zeros(gpu, s.out_len());
     let epi = Conv2dEpilogue { bias: Some(&bv), temb: Some((&tv, temb_stride, 3)), residual: Some(&rv), out_div: 1.5, accumulate: false };
-    let d = conv2d_forward_with(gpu, kernel, "conv", &y, &xv, &wv, &s, &epi).unwrap();
-    gpu.run(&[&d]);
+    run_conv_forward(gpu, kernel, &y, &xv, &wv, &s, &epi);
     let got = gpu.read_f32(&y).unwrap();
     let want = reference::conv2d(&x, &w_seen, Some(&b), Some((&t, temb_stride as usize, 3)), Some(&r), 1.5, &s);
     assert_close(&format!("conv {s:?} ({}, {format:?})", kernel.name()), &got, &want, 1e-4, 1e-5);

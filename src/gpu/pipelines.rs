@@ -168,6 +168,23 @@ impl super::Gpu {
         buffers: &[&TensorView],
         workgroups: [u32; 3],
     ) -> Result<Dispatch> {
+        let numbered: Vec<(u32, &TensorView)> = buffers.iter().enumerate().map(|(i, b)| (i as u32 + 1, *b)).collect();
+        self.dispatch_bindings(label, key, params, &numbered, workgroups)
+    }
+
+    /// [`Gpu::dispatch`] with each buffer's binding number given, for a
+    /// shader that binds some of a family's operands and not others.
+    /// Errors: the pipeline's (see [`PipelineCache::get`]), a binding the
+    /// shader does not declare or one it declares and is not given, or more
+    /// workgroups on an axis than the device allows.
+    pub fn dispatch_bindings<P: bytemuck::Pod>(
+        &self,
+        label: impl Into<String>,
+        key: &PipelineKey,
+        params: &P,
+        buffers: &[(u32, &TensorView)],
+        workgroups: [u32; 3],
+    ) -> Result<Dispatch> {
         let label = label.into();
         let pipeline = self.pipelines.get(&self.device, key)?;
         let bytes = bytemuck::bytes_of(params);
@@ -182,8 +199,8 @@ impl super::Gpu {
             binding: 0,
             resource: uniform.as_entire_binding(),
         }];
-        for (i, b) in buffers.iter().enumerate() {
-            entries.push(wgpu::BindGroupEntry { binding: i as u32 + 1, resource: b.binding() });
+        for (binding, b) in buffers {
+            entries.push(wgpu::BindGroupEntry { binding: *binding, resource: b.binding() });
         }
         let scope = self.device.push_error_scope(wgpu::ErrorFilter::Validation);
         let bind_group = self.device.create_bind_group(&wgpu::BindGroupDescriptor {

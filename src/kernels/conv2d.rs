@@ -7,7 +7,10 @@
 //! - CPU family (lavapipe): `conv2d_forward_subgroup.wgsl`, lanes over output
 //!   channels, a pixel block shared by the subgroup, fully unrolled code
 //!   generated here (`subgroup_key`). Needs subgroups of exactly 8 lanes.
-//! - GPU family: `conv2d_forward_tiled.wgsl`, 64 x 64 workgroup-memory tiles.
+//! - GPU family: `conv2d_forward_tiled.wgsl`, 64 x 64 workgroup-memory tiles;
+//!   where a convolution has too few tiles to fill a GPU (small batches and
+//!   images), the same kernel with its K loop split over workgroups, then
+//!   `conv2d_split_sum.wgsl` ([`tiled_split_for`]).
 //! - Fallback (no fitting subgroups): `conv2d_forward.wgsl`, the generic kernel.
 //!
 //! Measured with `cargo bench --bench conv -- --cpu-time` on the 2-core
@@ -124,6 +127,11 @@ pub enum Conv2dKernel {
     Subgroup(SubgroupTile),
     /// conv2d_forward_tiled.wgsl, workgroup-memory tiles for hardware GPUs.
     Tiled,
+    /// The tiled kernel with its K loop (cin x k x k) cut into this many
+    /// parts, one workgroup each, whose partial tiles conv2d_split_sum.wgsl
+    /// adds up with the epilogue: two dispatches and
+    /// [`Conv2dKernel::scratch_len`] values of scratch.
+    TiledSplit(u32),
 }
 
 /// The block one subgroup of the CPU-family kernel computes: each of its 8
@@ -146,12 +154,16 @@ impl SubgroupTile {
 }
 
 impl Conv2dKernel {
-    /// "generic", "tiled", "sg4x1x16x16" (tm x nb x ph x pw), for the benchmark.
+    /// "generic", "tiled", "tiled-split4" (4 parts), "sg4x1x16x16" (tm x nb
+    /// x ph x pw), for the benchmark.
     pub fn parse(s: &str) -> Option<Conv2dKernel> {
         match s {
             "generic" => return Some(Conv2dKernel::Generic),
             "tiled" => return Some(Conv2dKernel::Tiled),
             _ => {}
+        }
+        if let Some(n) = s.strip_prefix("tiled-split") {
+            return n.parse().ok().filter(|&n| n > 1).map(Conv2dKernel::TiledSplit);
         }
         let d: Vec<u32> = s.strip_prefix("sg")?.split('x').map(|v| v.parse().ok()).collect::<Option<_>>()?;
         match d[..] {
@@ -162,10 +174,20 @@ impl Conv2dKernel {
         }
     }
 
+    /// f32 values of scratch this kernel needs for `s` (the split tiled
+    /// kernel's partial tiles: parts x cout x batch x ho x wo), 0 for none.
+    pub fn scratch_len(&self, s: &Conv2dShape) -> usize {
+        match self {
+            Conv2dKernel::TiledSplit(n) => *n as usize * s.out_len(),
+            _ => 0,
+        }
+    }
+
     pub fn name(&self) -> String {
         match self {
             Conv2dKernel::Generic => "generic".into(),
             Conv2dKernel::Tiled => "tiled".into(),
+            Conv2dKernel::TiledSplit(n) => format!("tiled-split{n}"),
             Conv2dKernel::Subgroup(t) => format!("sg{}x{}x{}x{}", t.tm, t.nb, t.ph, t.pw),
         }
     }
@@ -177,8 +199,38 @@ pub fn kernel_for(gpu: &Gpu, family: KernelFamily, s: &Conv2dShape) -> Conv2dKer
     match family {
         KernelFamily::Cpu if super::subgroups_of_8(gpu) => Conv2dKernel::Subgroup(subgroup_tile_for(s)),
         KernelFamily::Cpu => Conv2dKernel::Generic,
-        KernelFamily::Gpu => Conv2dKernel::Tiled,
+        KernelFamily::Gpu => match tiled_split_for(s) {
+            1 => Conv2dKernel::Tiled,
+            n => Conv2dKernel::TiledSplit(n),
+        },
     }
+}
+
+/// Workgroups the GPU family's split conv aims for: about one per streaming
+/// multiprocessor of a large GPU (an H200 has 132), a few per SM of a laptop's.
+const TILED_SPLIT_TARGET: u32 = 128;
+
+/// K steps (of 16) each part of a split keeps at least, so that the partial
+/// tiles' extra traffic stays small against the work.
+const TILED_SPLIT_MIN_STEPS: u32 = 8;
+
+/// Parts to cut the tiled kernel's K loop into for `s` (1: no split). A
+/// workgroup runs its K steps one after another, each a load of both tiles
+/// and two barriers, so a convolution with few 64 x 64 output tiles runs
+/// for the length of its K loop whatever the GPU: at batch 1 cifar10-32's
+/// 8x8 and 4x4 layers make 4 workgroups of 144-288 steps. Splitting K gives
+/// enough workgroups to fill the GPU ([`TILED_SPLIT_TARGET`]), each with at
+/// least [`TILED_SPLIT_MIN_STEPS`] steps, at most 16 parts; a power of 2, so
+/// that few pipelines are built. Large batches are not split.
+pub fn tiled_split_for(s: &Conv2dShape) -> u32 {
+    let (ho, wo) = s.out_hw();
+    let tiles = (s.batch * ho * wo).div_ceil(TILED_BN) * s.cout.div_ceil(TILED_BM);
+    let steps = (s.cin * s.ksize * s.ksize).div_ceil(16);
+    let mut n = 1;
+    while n < 16 && tiles * n * 2 <= TILED_SPLIT_TARGET && steps / (n * 2) >= TILED_SPLIT_MIN_STEPS {
+        n *= 2;
+    }
+    n
 }
 
 /// Accumulators per lane of a CPU-family 3x3 conv block (tm x pixels); 1x1
@@ -273,6 +325,7 @@ pub fn subgroup_tile_for(s: &Conv2dShape) -> SubgroupTile {
 /// y is written (=). The kernel is the best of the adapter's family. w may be
 /// stored as f32, f16 or int8 with cout scales ([`Dtype`]); the kernel reads
 /// it through that format's snippet and computes in f32.
+#[allow(clippy::too_many_arguments)]
 pub fn conv2d_forward(
     gpu: &Gpu,
     label: &str,
@@ -281,8 +334,15 @@ pub fn conv2d_forward(
     w: &TensorView,
     s: &Conv2dShape,
     epi: &Conv2dEpilogue,
-) -> Result<Dispatch> {
-    conv2d_forward_with(gpu, kernel_for(gpu, gpu.family, s), label, y, x, w, s, epi)
+    scratch: Option<&TensorView>,
+) -> Result<Vec<Dispatch>> {
+    conv2d_forward_with(gpu, kernel_for(gpu, gpu.family, s), label, y, x, w, s, epi, scratch)
+}
+
+/// Scratch (f32 elements) [`conv2d_forward`] needs for `s` on this adapter;
+/// 0 means none (pass `None`).
+pub fn conv2d_forward_scratch_len(gpu: &Gpu, s: &Conv2dShape) -> usize {
+    kernel_for(gpu, gpu.family, s).scratch_len(s)
 }
 
 /// [`conv2d_forward`] with the kernel chosen by the caller (tests, benchmark).
@@ -296,7 +356,8 @@ pub fn conv2d_forward_with(
     w: &TensorView,
     s: &Conv2dShape,
     epi: &Conv2dEpilogue,
-) -> Result<Dispatch> {
+    scratch: Option<&TensorView>,
+) -> Result<Vec<Dispatch>> {
     let (ho, wo) = s.out_hw();
     ensure!(x.len == s.in_len(), "{label}: input has {} values, shape wants {}", x.len, s.in_len());
     ensure!(y.len == s.out_len(), "{label}: output has {} values, shape wants {}", y.len, s.out_len());
@@ -361,7 +422,7 @@ pub fn conv2d_forward_with(
             let tm = 8;
             let key = acts(crate::shaders::key("conv2d_forward").define("TM", tm).define("WEIGHTS", w.dtype.name()))?;
             let blocks = s.batch * (ho * wo).div_ceil(4);
-            gpu.dispatch(label, &key, &params, &buffers, [blocks.div_ceil(64), s.cout.div_ceil(tm), 1])
+            Ok(vec![gpu.dispatch(label, &key, &params, &buffers, [blocks.div_ceil(64), s.cout.div_ceil(tm), 1])?])
         }
         Conv2dKernel::Subgroup(t) => {
             ensure!(super::subgroups_of_8(gpu), "{label}: the subgroup kernel needs subgroups of 8 lanes");
@@ -382,18 +443,52 @@ pub fn conv2d_forward_with(
             let key = acts_x(key.define("WEIGHTS", weights), x_t, stores_vec4(s, &t))?;
             let blocks = s.batch.div_ceil(t.nb) * ho.div_ceil(t.ph) * wo.div_ceil(t.pw);
             let buffers = [x, &w, bias, temb, residual, y];
-            gpu.dispatch(label, &key, &params, &buffers, [blocks, s.cout.div_ceil(8 * t.tm), 1])
+            Ok(vec![gpu.dispatch(label, &key, &params, &buffers, [blocks, s.cout.div_ceil(8 * t.tm), 1])?])
         }
-        Conv2dKernel::Tiled => {
-            let key = acts(crate::shaders::key("conv2d_forward_tiled").define("K", s.ksize).define("WEIGHTS", w.dtype.name()))?;
+        Conv2dKernel::Tiled | Conv2dKernel::TiledSplit(_) => {
+            let parts = if let Conv2dKernel::TiledSplit(n) = kernel { n } else { 1 };
+            ensure!(parts >= 1, "{label}: a split into {parts} parts");
+            let key = acts(
+                crate::shaders::key("conv2d_forward_tiled")
+                    .define("K", s.ksize)
+                    .define("WEIGHTS", w.dtype.name())
+                    .define("SPLIT", parts),
+            )?;
             let n = s.batch * ho * wo;
-            gpu.dispatch(
+            let grid = [n.div_ceil(TILED_BN), s.cout.div_ceil(TILED_BM), parts];
+            if parts == 1 {
+                let key = key.define("PARTIAL", "fn put_partial(i: u32, v: f32) {}");
+                return Ok(vec![gpu.dispatch(label, &key, &params, &buffers, grid)?]);
+            }
+            // Partial tiles into scratch, then their sum with the epilogue.
+            let need = kernel.scratch_len(s);
+            let sc = scratch.ok_or_else(|| anyhow::anyhow!("{label}: needs {need} values of scratch"))?;
+            ensure!(sc.len >= need && sc.dtype == Dtype::F32, "{label}: scratch has {} values, needs {need} f32", sc.len);
+            for (what, t) in [("input", x), ("weight", w), ("output", y), ("residual", residual)] {
+                ensure!(!sc.same_buffer(t), "{label}: scratch must not share the {what}'s buffer");
+            }
+            let partial = sc.clone_with_len(need);
+            let key = key.define(
+                "PARTIAL",
+                "@group(0) @binding(7) var<storage, read_write> partial: array<f32>;\n\
+                 fn put_partial(i: u32, v: f32) { partial[i] = v; }",
+            );
+            let mut buffers = buffers.to_vec();
+            buffers.push(&partial);
+            let parts_dispatch = gpu.dispatch(label, &key, &params, &buffers, grid)?;
+            let key = crate::shaders::key("conv2d_split_sum")
+                .define("SPLIT", parts)
+                .define("EPI_V", "f32")
+                .define("R_T", super::act_type(label, "residual", residual)?)
+                .define("Y_T", super::act_type(label, "output", y)?);
+            let sum = gpu.dispatch_bindings(
                 label,
                 &key,
                 &params,
-                &buffers,
-                [n.div_ceil(TILED_BN), s.cout.div_ceil(TILED_BM), 1],
-            )
+                &[(1, &partial), (3, bias), (4, temb), (5, residual), (6, y)],
+                crate::gpu::grid_1d((s.out_len() as u32).div_ceil(256)),
+            )?;
+            Ok(vec![parts_dispatch, sum])
         }
     }
 }
@@ -731,6 +826,25 @@ mod tests {
         assert_eq!(subgroup_tile_for(&same(16, 128, 32, 32, 72, 3)), tile(4, 1, 8, 16));
         // 1x1: 4 channels x 64 pixels (256 accumulators).
         assert_eq!(subgroup_tile_for(&same(16, 256, 16, 16, 512, 1)), tile(4, 1, 8, 8));
+    }
+
+    #[test]
+    fn split_k_for_few_tiles_only() {
+        let same = Conv2dShape::same;
+        // cifar10-32 at batch 1: 4 tiles of 144-288 steps (8x8, 4x4) and 16
+        // of 144 (16x16) split 16 and 8 ways; 32x32 at 128 channels (32
+        // tiles of 72 steps) 4 ways.
+        assert_eq!(tiled_split_for(&same(1, 256, 4, 4, 256, 3)), 16);
+        assert_eq!(tiled_split_for(&same(1, 512, 8, 8, 256, 3)), 16);
+        assert_eq!(tiled_split_for(&same(1, 256, 16, 16, 256, 3)), 8);
+        assert_eq!(tiled_split_for(&same(1, 128, 32, 32, 128, 3)), 4);
+        // Parts keep at least 8 steps: conv_in (2 steps) and a short 1x1.
+        assert_eq!(tiled_split_for(&same(1, 3, 32, 32, 128, 3)), 1);
+        assert_eq!(tiled_split_for(&same(1, 256, 4, 4, 256, 1)), 2);
+        // Training batches fill the GPU without.
+        assert_eq!(tiled_split_for(&same(64, 128, 32, 32, 128, 3)), 1);
+        assert_eq!(tiled_split_for(&same(64, 256, 4, 4, 256, 3)), 2);
+        assert_eq!(tiled_split_for(&same(16, 256, 16, 16, 256, 3)), 1);
     }
 
     #[test]

@@ -307,10 +307,10 @@ pub fn conv2d_backward_input_with(
         ensure!(scratch.len >= need, "{label}: scratch has {} values, needs {need}", scratch.len);
         let wt = scratch.clone_with_len(s.weight_len());
         let epi = Conv2dEpilogue { out_div, accumulate, ..Default::default() };
-        return Ok(vec![
-            conv2d_flip_weights(gpu, label, &wt, w, s)?,
-            super::conv2d::conv2d_forward_with(gpu, kernel, label, dx, dy, &wt, &fs, &epi)?,
-        ]);
+        // The subgroup kernel, which needs no scratch of its own.
+        let mut v = vec![conv2d_flip_weights(gpu, label, &wt, w, s)?];
+        v.extend(super::conv2d::conv2d_forward_with(gpu, kernel, label, dx, dy, &wt, &fs, &epi, None)?);
+        return Ok(v);
     }
     let (ho, wo) = s.out_hw();
     if layout.kernel == Conv2dBackwardKernel::Tiled {

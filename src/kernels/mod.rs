@@ -13,7 +13,7 @@ pub mod matmul;
 pub mod optim;
 pub mod scheduler;
 
-pub use conv2d::{Conv2dEpilogue, Conv2dShape, conv2d_forward};
+pub use conv2d::{Conv2dEpilogue, Conv2dShape, conv2d_forward, conv2d_forward_scratch_len};
 pub use conv2d_backward::{
     conv2d_backward_bias, conv2d_backward_input, conv2d_backward_input_scratch_len, conv2d_backward_weight,
     conv2d_backward_weight_scratch_len, sum_rows,

@@ -108,13 +108,18 @@ impl ForwardPlan {
             }
             slots.into_iter().map(|s| s.expect("every tensor placed")).collect()
         };
+        // One scratch for the ops that need one (split convolutions' partial
+        // sums), shared: the ops run one after another.
+        let scratch_len = g.ops.iter().map(|op| super::record::forward_scratch_len(gpu, op, batch)).max().unwrap_or(0);
+        let scratch_slot = (scratch_len > 0).then(|| acts.alloc(scratch_len));
         acts.build(&gpu.device);
         let views: Vec<TensorView> =
             slots.into_iter().enumerate().map(|(t, s)| acts.view_typed(s, 0, len(t), dtype(t))).collect();
+        let scratch = scratch_slot.map_or_else(|| gpu.dummy.clone(), |s| acts.view(s));
         let mut dispatches = Vec::new();
         for op in &g.ops {
             dispatches.extend(
-                super::record::forward(gpu, op, &views, params, batch)
+                super::record::forward(gpu, op, &views, params, batch, &scratch)
                     .with_context(|| format!("recording {}", op_label(g, op)))?,
             );
         }

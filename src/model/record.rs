@@ -17,18 +17,29 @@ use anyhow::{Context, Result, bail};
 use std::collections::HashSet;
 
 /// The dispatches of one op's forward pass. `t` holds a view of every graph
-/// tensor (for this batch), `p` the parameters.
+/// tensor (for this batch), `p` the parameters, `scratch` (f32) at least
+/// [`forward_scratch_len`] values, shared by every op (they run one after
+/// another).
 ///
 /// Errors: the kernel wrappers' (a tensor too small for its shape, a shape
 /// the adapter cannot run).
-pub fn forward(gpu: &Gpu, op: &Op, t: &[TensorView], p: &ParamStore, batch: u32) -> Result<Vec<Dispatch>> {
+pub fn forward(gpu: &Gpu, op: &Op, t: &[TensorView], p: &ParamStore, batch: u32, scratch: &TensorView) -> Result<Vec<Dispatch>> {
     match op {
         Op::Linear { .. } => linear_forward(gpu, op, t, p, batch),
-        Op::Conv2d { .. } => conv2d_forward(gpu, op, t, p, batch),
+        Op::Conv2d { .. } => conv2d_forward(gpu, op, t, p, batch, scratch),
         Op::GroupNorm { .. } => group_norm_forward(gpu, op, t, p, batch),
         Op::Matmul { .. } => matmul_forward(gpu, op, t, batch),
         Op::Softmax { .. } => softmax_forward(gpu, op, t, batch),
         Op::Concat { .. } => concat_forward(gpu, op, t, batch),
+    }
+}
+
+/// Elements of the f32 scratch an op's forward needs at this batch (a
+/// split convolution's partial sums; 0 for most).
+pub fn forward_scratch_len(gpu: &Gpu, op: &Op, batch: u32) -> usize {
+    match op {
+        Op::Conv2d { shape, .. } => kernels::conv2d_forward_scratch_len(gpu, &Conv2dShape { batch, ..*shape }),
+        _ => 0,
     }
 }
 
@@ -133,7 +144,7 @@ fn linear_backward(c: &BackwardCtx, op: &Op, dy: &TensorView, acc: &mut dyn FnMu
 
 // Conv2d: y = (conv(x, w) + b + temb + residual) / out_div -----------------
 
-fn conv2d_forward(gpu: &Gpu, op: &Op, t: &[TensorView], p: &ParamStore, batch: u32) -> Result<Vec<Dispatch>> {
+fn conv2d_forward(gpu: &Gpu, op: &Op, t: &[TensorView], p: &ParamStore, batch: u32, scratch: &TensorView) -> Result<Vec<Dispatch>> {
     let Op::Conv2d { y, x, w, b, shape, temb, residual, out_div } = op else { unreachable!() };
     let s = Conv2dShape { batch, ..*shape };
     let bias = p.span(b);
@@ -144,7 +155,8 @@ fn conv2d_forward(gpu: &Gpu, op: &Op, t: &[TensorView], p: &ParamStore, batch: u
         out_div: *out_div,
         accumulate: false,
     };
-    Ok(vec![kernels::conv2d_forward(gpu, "conv2d", &t[*y], &t[*x], &p.span(w), &s, &epi)?])
+    let scratch = (kernels::conv2d_forward_scratch_len(gpu, &s) > 0).then_some(scratch);
+    kernels::conv2d_forward(gpu, "conv2d", &t[*y], &t[*x], &p.span(w), &s, &epi, scratch)
 }
 
 /// The bias and time-embedding gradients (one kernel), the residual's, the

@@ -74,3 +74,22 @@ pub fn shared_reference() -> Option<PathBuf> {
     let p = repo().join("..").join("shared").join("reference");
     p.is_dir().then_some(p)
 }
+
+/// Records and runs one conv2d forward with `kernel`, giving it the scratch
+/// it asks for (the split tiled kernel's partial sums), and waits for it.
+#[allow(dead_code)]
+pub fn run_conv_forward(
+    gpu: &Gpu,
+    kernel: petal::kernels::conv2d::Conv2dKernel,
+    y: &TensorView,
+    x: &TensorView,
+    w: &TensorView,
+    s: &petal::kernels::Conv2dShape,
+    epi: &petal::kernels::Conv2dEpilogue,
+) {
+    let need = kernel.scratch_len(s);
+    let scratch = (need > 0).then(|| zeros(gpu, need));
+    let d = petal::kernels::conv2d::conv2d_forward_with(gpu, kernel, "conv", y, x, w, s, epi, scratch.as_ref()).unwrap();
+    gpu.run(&d.iter().collect::<Vec<_>>());
+    gpu.wait().unwrap();
+}
