@@ -220,14 +220,17 @@ const TILED_SPLIT_MIN_STEPS: u32 = 8;
 /// for the length of its K loop whatever the GPU: at batch 1 cifar10-32's
 /// 8x8 and 4x4 layers make 4 workgroups of 144-288 steps. Splitting K gives
 /// enough workgroups to fill the GPU ([`TILED_SPLIT_TARGET`]), each with at
-/// least [`TILED_SPLIT_MIN_STEPS`] steps, at most 16 parts; a power of 2, so
-/// that few pipelines are built. Large batches are not split.
+/// least [`TILED_SPLIT_MIN_STEPS`] steps, at most 16 parts (or
+/// PETAL_CONV_SPLIT_MAX: 1 turns splitting off, for tools/bench/gpu.sh's
+/// comparison); a power of 2, so that few pipelines are built. Large batches
+/// are not split.
 pub fn tiled_split_for(s: &Conv2dShape) -> u32 {
     let (ho, wo) = s.out_hw();
     let tiles = (s.batch * ho * wo).div_ceil(TILED_BN) * s.cout.div_ceil(TILED_BM);
     let steps = (s.cin * s.ksize * s.ksize).div_ceil(16);
+    let max = std::env::var("PETAL_CONV_SPLIT_MAX").ok().and_then(|v| v.parse::<u32>().ok()).unwrap_or(16).clamp(1, 64);
     let mut n = 1;
-    while n < 16 && tiles * n * 2 <= TILED_SPLIT_TARGET && steps / (n * 2) >= TILED_SPLIT_MIN_STEPS {
+    while n * 2 <= max && tiles * n * 2 <= TILED_SPLIT_TARGET && steps / (n * 2) >= TILED_SPLIT_MIN_STEPS {
         n *= 2;
     }
     n

@@ -18,10 +18,12 @@
 # with `--kernels gpu --torch-device cuda --profile`: Petal's forward pass at
 # batch 1, 16 and 64, the 50-step sample at batch 1 and 16 and the training step
 # at batch 16 and 64 against the same in PyTorch, as a table of seconds and
-# ratios (Petal / PyTorch), plus Petal's seconds per op kind. Writes into
-# OUT_DIR: <config>/{petal.json,torch.json,table.md}, machine.txt and log.txt.
+# ratios (Petal / PyTorch), plus Petal's seconds per op kind. Then Petal alone
+# on cifar10-32 with the split-K conv forward on and off (SPLIT_AB=0 skips it).
+# Writes into OUT_DIR: <config>/{petal.json,torch.json,table.md},
+# split-max-{16,1}.json, machine.txt and log.txt.
 # Each architecture gets at most LIMIT_S seconds (default 300). A smoke test
-# on any machine: CONFIGS=tiny FORWARD=1 SAMPLE=1 TRAIN=2 STEPS=2 TORCH_DEVICE=cpu.
+# on any machine: CONFIGS=tiny AB_CONFIG=tiny FORWARD=1 SAMPLE=1 TRAIN=2 STEPS=2 TORCH_DEVICE=cpu.
 set -uo pipefail
 cd "$(dirname "$0")/../.."
 OUT_DIR=${1:-${OUT:-target/bench-gpu}}
@@ -46,5 +48,15 @@ for config in ${CONFIGS:-cifar10-32 small}; do
     --forward-batches "${FORWARD:-1,16,64}" --sample-batches "${SAMPLE:-1,16}" --train-batches "${TRAIN:-16,64}" \
     --steps "${STEPS:-50}" --repeats 5 --sample-repeats 2 --out "$OUT_DIR/$config" || status=1
 done
+# The split-K conv forward (tiled_split_for in src/kernels/conv2d.rs: small
+# batches cut the K loop over workgroups) against the same binary with it off,
+# back to back: forward at batch 1 and 16, the 50-step sample at batch 1.
+if [ "${SPLIT_AB:-1}" = 1 ]; then
+  for split in 16 1; do
+    PETAL_CONV_SPLIT_MAX=$split timeout "${LIMIT_S:-300}" "$PETAL" bench --kernels gpu --config "${AB_CONFIG:-cifar10-32}" \
+      --forward-batches 1,16 --sample-batches 1 --repeats 5 --sample-repeats 2 \
+      --steps "${STEPS:-50}" --out "$OUT_DIR/split-max-$split.json" || status=1
+  done
+fi
 echo "load average after: $(cut -d' ' -f1-3 /proc/loadavg)"
 exit $status
