@@ -62,6 +62,7 @@ shaders!(
     "sum_rows",
     "scale_add",
     "group_norm_backward",
+    "group_norm_backward_workgroup",
     "linear_backward_weight",
     "linear_backward_input",
     "softmax_backward",

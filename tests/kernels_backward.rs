@@ -330,6 +330,12 @@ fn group_norm_backward_matches_reference() {
             (3, 40, 9, 4, true), // 10 channels per group: workgroups of 60
             (2, 16, 64, 4, true), // pixels as vec4s, as the next two
             (3, 8, 4, 2, false),
+            // The GPU family's workgroup per (image, group): 24 channels a
+            // group (8 invocations each, 192 of 256 busy), 1 channel a group
+            // (all 256 on one), and 256 channels a group (one each).
+            (2, 48, 20, 2, true),
+            (1, 5, 1000, 5, false),
+            (2, 256, 12, 1, true),
         ]
         .iter()
         .enumerate()

@@ -28,7 +28,10 @@ pub fn group_norm_backward_scratch_len(batch: u32, channels: u32) -> usize {
 /// dgamma (C) = dL/dgamma and dbeta (C) = dL/dbeta (both written), given
 /// dy (B, C, HW). `scratch` holds [`group_norm_backward_scratch_len`] values
 /// and is overwritten. Three dispatches: dx with per-image channel sums, then
-/// the sums over the batch.
+/// the sums over the batch. The first is group_norm_backward.wgsl (an
+/// invocation per image and channel) on the CPU family, and
+/// group_norm_backward_workgroup.wgsl (a workgroup per image and group) on
+/// the GPU family.
 #[allow(clippy::too_many_arguments)]
 pub fn group_norm_backward(
     gpu: &Gpu,
@@ -61,17 +64,22 @@ pub fn group_norm_backward(
     ensure!(scratch.len >= need, "{label}: scratch has {} values, needs {need}", scratch.len);
     let scratch = scratch.clone_with_len(need);
     let params = Params { batch, channels, hw, groups, silu: silu as u32, accumulate: accumulate as u32, _pad: [0; 2] };
-    // A workgroup holds whole groups: about 64 (image, channel) pairs.
-    let wg = cpg * (64 / cpg).max(1);
+    let buffers = [dy, x, stats, gamma, beta, dx, &scratch];
     // Four pixels a load where a channel's pixels come in whole vec4s.
-    let key = super::elements(crate::shaders::key("group_norm_backward").define("WG", wg), hw.is_multiple_of(4));
-    let main = gpu.dispatch(
-        label,
-        &key,
-        &params,
-        &[dy, x, stats, gamma, beta, dx, &scratch],
-        grid_1d((batch * channels).div_ceil(wg)),
-    )?;
+    let four = hw.is_multiple_of(4);
+    let main = if gpu.family == crate::gpu::KernelFamily::Gpu {
+        // Hardware GPUs: a workgroup per (image, group), the largest power
+        // of 2 of invocations per channel that fits 256
+        // (group_norm_backward_workgroup.wgsl says why).
+        let tpc = 1u32 << (256 / cpg).ilog2();
+        let key = super::elements(crate::shaders::key("group_norm_backward_workgroup").define("TPC", tpc), four);
+        gpu.dispatch(label, &key, &params, &buffers, grid_1d(batch * groups))?
+    } else {
+        // A workgroup holds whole groups: about 64 (image, channel) pairs.
+        let wg = cpg * (64 / cpg).max(1);
+        let key = super::elements(crate::shaders::key("group_norm_backward").define("WG", wg), four);
+        gpu.dispatch(label, &key, &params, &buffers, grid_1d((batch * channels).div_ceil(wg)))?
+    };
     Ok(vec![
         main,
         sum_rows(gpu, label, dgamma, &scratch, batch, channels, 0, 2 * channels, 1.0)?,
