@@ -215,7 +215,14 @@ mod tests {
         let conv = |shader| {
             key(shader).define("WEIGHTS", "f32").define("X_T", "f32").define("R_T", "f32").define("Y_T", "f16").define("EPI_V", "f32")
         };
-        for k in [conv("conv2d_forward").define("TM", 4), conv("conv2d_forward_tiled").define("K", 3)] {
+        let tiled = |split, partial| conv("conv2d_forward_tiled").define("K", 3).define("SPLIT", split).define("PARTIAL", partial);
+        let split_sum = key("conv2d_split_sum").define("SPLIT", 4).define("R_T", "f32").define("Y_T", "f16").define("EPI_V", "f32");
+        for k in [
+            conv("conv2d_forward").define("TM", 4),
+            tiled(1, "fn put_partial(i: u32, v: f32) {}"),
+            tiled(4, "@group(0) @binding(7) var<storage, read_write> partial: array<f32>;\nfn put_partial(i: u32, v: f32) { partial[i] = v; }"),
+            split_sum,
+        ] {
             let src = render(&k, wgpu::Features::SHADER_F16).unwrap();
             // y and finish() are declared by the epilogue snippet, with Y_T filled in.
             assert!(src.contains("var<storage, read_write> y: array<f16>;") && src.contains("fn finish(o: u32, v: f32)") && src.contains("y[o] = f16(r);"), "{}", k.shader);

@@ -222,13 +222,19 @@ const TILED_SPLIT_MIN_STEPS: u32 = 8;
 /// enough workgroups to fill the GPU ([`TILED_SPLIT_TARGET`]), each with at
 /// least [`TILED_SPLIT_MIN_STEPS`] steps, at most 16 parts (or
 /// PETAL_CONV_SPLIT_MAX: 1 turns splitting off, for tools/bench/gpu.sh's
-/// comparison); a power of 2, so that few pipelines are built. Large batches
-/// are not split.
+/// comparison); a power of 2, so that few pipelines are built. Training
+/// batches rarely split (cifar10-32 at batch 64: only the 4x4 layers, 2 ways).
 pub fn tiled_split_for(s: &Conv2dShape) -> u32 {
+    let max = std::env::var("PETAL_CONV_SPLIT_MAX").ok().and_then(|v| v.parse::<u32>().ok()).unwrap_or(16);
+    tiled_split_within(s, max)
+}
+
+/// [`tiled_split_for`] with at most `max` parts (clamped to 1..=64).
+pub fn tiled_split_within(s: &Conv2dShape, max: u32) -> u32 {
+    let max = max.clamp(1, 64);
     let (ho, wo) = s.out_hw();
     let tiles = (s.batch * ho * wo).div_ceil(TILED_BN) * s.cout.div_ceil(TILED_BM);
     let steps = (s.cin * s.ksize * s.ksize).div_ceil(16);
-    let max = std::env::var("PETAL_CONV_SPLIT_MAX").ok().and_then(|v| v.parse::<u32>().ok()).unwrap_or(16).clamp(1, 64);
     let mut n = 1;
     while n * 2 <= max && tiles * n * 2 <= TILED_SPLIT_TARGET && steps / (n * 2) >= TILED_SPLIT_MIN_STEPS {
         n *= 2;
@@ -466,8 +472,9 @@ pub fn conv2d_forward_with(
             // Partial tiles into scratch, then their sum with the epilogue.
             let need = kernel.scratch_len(s);
             let sc = scratch.ok_or_else(|| anyhow::anyhow!("{label}: needs {need} values of scratch"))?;
-            ensure!(sc.len >= need && sc.dtype == Dtype::F32, "{label}: scratch has {} values, needs {need} f32", sc.len);
-            for (what, t) in [("input", x), ("weight", w), ("output", y), ("residual", residual)] {
+            ensure!(sc.dtype == Dtype::F32, "{label}: scratch is {}, the partial sums need f32", sc.dtype.name());
+            ensure!(sc.len >= need, "{label}: scratch has {} values, needs {need}", sc.len);
+            for (what, t) in [("input", x), ("weight", w), ("output", y), ("residual", residual), ("bias", bias), ("time embedding", temb)] {
                 ensure!(!sc.same_buffer(t), "{label}: scratch must not share the {what}'s buffer");
             }
             let partial = sc.clone_with_len(need);
@@ -613,6 +620,8 @@ fn subgroup_key(s: &Conv2dShape, t: &SubgroupTile, vec4: bool) -> Result<Pipelin
     let (k, st, up) = (s.ksize, s.stride, s.upsample as u32);
     ensure!(t.tm * t.nb * t.ph * t.pw > 0, "empty block {t:?}");
     ensure!(t.accumulators() <= 4096, "block {t:?} is too large to unroll");
+    // Merged taps are named by bit masks of a u64 (upsampling).
+    ensure!(s.ksize <= 8, "a {0}x{0} kernel is larger than the subgroup kernel's 8x8", s.ksize);
     // Blocks start at multiples of ph and pw; with upsampling the window's
     // source rows are then known at compile time only if oy0 * stride is even.
     ensure!(up == 0 || ((t.ph * st).is_multiple_of(2) && (t.pw * st).is_multiple_of(2)), "upsampling needs even blocks, got {t:?}");
@@ -702,24 +711,53 @@ fn subgroup_key(s: &Conv2dShape, t: &SubgroupTile, vec4: bool) -> Result<Pipelin
                 let _ = writeln!(mac, "        let x{e} = {v};");
             }
         }
+        // With upsampling, taps of one window often read the same source
+        // value (nearest 2x repeats each source row and column): for a 3x3
+        // kernel an output reads 4 distinct values, through 1, 2 or 4 taps
+        // each. Such taps' weights are added once per input channel (u{i}m{taps
+        // as a bit mask}), and each output takes 4 multiply-adds instead of
+        // 9. Without upsampling every tap reads its own value and the code
+        // is as before.
+        let mut sums = std::collections::BTreeMap::new();
+        let mut terms = String::new();
         for i in 0..t.tm {
             for n in 0..t.nb {
                 for py in 0..t.ph {
                     for px in 0..t.pw {
-                        let _ = write!(mac, "  a{} +=", acc(i, n, py, px));
+                        // (window value, its taps) in the order the taps first read it.
+                        let mut reads: Vec<(u32, Vec<u32>)> = Vec::new();
                         for ky in 0..k {
                             for kx in 0..k {
                                 let rs = rmap[(py * st + ky) as usize];
                                 let cs = cmap[(px * st + kx) as usize];
-                                let plus = if ky + kx > 0 { " +" } else { "" };
-                                let _ = write!(mac, "{plus} w{}*x{}", i * kk + ky * k + kx, (n * nrs + rs) * ncs + cs);
+                                let e = (n * nrs + rs) * ncs + cs;
+                                match reads.iter_mut().find(|(v, _)| *v == e) {
+                                    Some((_, taps)) => taps.push(ky * k + kx),
+                                    None => reads.push((e, vec![ky * k + kx])),
+                                }
                             }
                         }
-                        mac.push_str(";\n");
+                        let _ = write!(terms, "  a{} +=", acc(i, n, py, px));
+                        for (j, (e, taps)) in reads.iter().enumerate() {
+                            let w = if let [tap] = taps[..] {
+                                format!("w{}", i * kk + tap)
+                            } else {
+                                let mask: u64 = taps.iter().map(|t| 1u64 << t).sum();
+                                let sum: Vec<String> = taps.iter().map(|t| format!("w{}", i * kk + t)).collect();
+                                sums.insert((i, mask), sum.join(" + "));
+                                format!("u{i}m{mask}")
+                            };
+                            let _ = write!(terms, "{} {w}*x{e}", if j > 0 { " +" } else { "" });
+                        }
+                        terms.push_str(";\n");
                     }
                 }
             }
         }
+        for ((i, mask), sum) in &sums {
+            let _ = writeln!(mac, "        let u{i}m{mask} = {sum};");
+        }
+        mac.push_str(&terms);
         (load, mac)
     };
     let mut store = String::new();
@@ -837,17 +875,19 @@ mod tests {
         // cifar10-32 at batch 1: 4 tiles of 144-288 steps (8x8, 4x4) and 16
         // of 144 (16x16) split 16 and 8 ways; 32x32 at 128 channels (32
         // tiles of 72 steps) 4 ways.
-        assert_eq!(tiled_split_for(&same(1, 256, 4, 4, 256, 3)), 16);
-        assert_eq!(tiled_split_for(&same(1, 512, 8, 8, 256, 3)), 16);
-        assert_eq!(tiled_split_for(&same(1, 256, 16, 16, 256, 3)), 8);
-        assert_eq!(tiled_split_for(&same(1, 128, 32, 32, 128, 3)), 4);
+        assert_eq!(tiled_split_within(&same(1, 256, 4, 4, 256, 3), 16), 16);
+        assert_eq!(tiled_split_within(&same(1, 512, 8, 8, 256, 3), 16), 16);
+        assert_eq!(tiled_split_within(&same(1, 256, 16, 16, 256, 3), 16), 8);
+        assert_eq!(tiled_split_within(&same(1, 128, 32, 32, 128, 3), 16), 4);
         // Parts keep at least 8 steps: conv_in (2 steps) and a short 1x1.
-        assert_eq!(tiled_split_for(&same(1, 3, 32, 32, 128, 3)), 1);
-        assert_eq!(tiled_split_for(&same(1, 256, 4, 4, 256, 1)), 2);
-        // Training batches fill the GPU without.
-        assert_eq!(tiled_split_for(&same(64, 128, 32, 32, 128, 3)), 1);
-        assert_eq!(tiled_split_for(&same(64, 256, 4, 4, 256, 3)), 2);
-        assert_eq!(tiled_split_for(&same(16, 256, 16, 16, 256, 3)), 1);
+        assert_eq!(tiled_split_within(&same(1, 3, 32, 32, 128, 3), 16), 1);
+        assert_eq!(tiled_split_within(&same(1, 256, 4, 4, 256, 1), 16), 2);
+        // Training batches fill the GPU almost without.
+        assert_eq!(tiled_split_within(&same(64, 128, 32, 32, 128, 3), 16), 1);
+        assert_eq!(tiled_split_within(&same(64, 256, 4, 4, 256, 3), 16), 2);
+        assert_eq!(tiled_split_within(&same(16, 256, 16, 16, 256, 3), 16), 1);
+        // PETAL_CONV_SPLIT_MAX=1: never.
+        assert_eq!(tiled_split_within(&same(1, 256, 4, 4, 256, 3), 1), 1);
     }
 
     #[test]
