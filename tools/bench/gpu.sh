@@ -19,9 +19,11 @@
 # batch 1, 16 and 64, the 50-step sample at batch 1 and 16 and the training step
 # at batch 16 and 64 against the same in PyTorch, as a table of seconds and
 # ratios (Petal / PyTorch), plus Petal's seconds per op kind. Then Petal alone
-# on cifar10-32 with the split-K conv forward on and off (SPLIT_AB=0 skips it).
+# on cifar10-32 with the split-K conv forward on and off (SPLIT_AB=0 skips it),
+# and, when PETAL_BASE (or .devbin/petal-base) is an earlier build's binary,
+# that build on the same workloads, for a before/after in one run.
 # Writes into OUT_DIR: <config>/{petal.json,torch.json,table.md},
-# split-max-{16,1}.json, machine.txt and log.txt.
+# split-max-{16,1}.json, base.json, machine.txt and log.txt.
 # Each architecture gets at most LIMIT_S seconds (default 300). A smoke test
 # on any machine: CONFIGS=tiny AB_CONFIG=tiny FORWARD=1 SAMPLE=1 TRAIN=2 STEPS=2 TORCH_DEVICE=cpu.
 set -uo pipefail
@@ -57,6 +59,14 @@ if [ "${SPLIT_AB:-1}" = 1 ]; then
       --forward-batches 1,16 --sample-batches 1 --repeats 5 --sample-repeats 2 \
       --steps "${STEPS:-50}" --out "$OUT_DIR/split-max-$split.json" || status=1
   done
+fi
+# An earlier build for a same-run before/after of every change since it
+# (Petal alone, cifar10-32): PETAL_BASE, else .devbin/petal-base when carried.
+BASE=${PETAL_BASE:-.devbin/petal-base}
+if [ -x "$BASE" ]; then
+  timeout "${LIMIT_S:-300}" "$BASE" bench --kernels gpu --config "${AB_CONFIG:-cifar10-32}" --profile \
+    --forward-batches "${FORWARD:-1,16,64}" --sample-batches 1 --train-batches "${TRAIN:-16,64}" \
+    --repeats 5 --sample-repeats 2 --steps "${STEPS:-50}" --out "$OUT_DIR/base.json" || status=1
 fi
 echo "load average after: $(cut -d' ' -f1-3 /proc/loadavg)"
 exit $status
