@@ -331,9 +331,15 @@ pub fn subgroup_tile_for(s: &Conv2dShape) -> SubgroupTile {
 }
 
 /// y (B, cout, ho, wo) = conv(x (B, cin, h, w), w (cout, cin, k, k)) + epilogue.
-/// y is written (=). The kernel is the best of the adapter's family. w may be
-/// stored as f32, f16 or int8 with cout scales ([`Dtype`]); the kernel reads
-/// it through that format's snippet and computes in f32.
+/// y is written (=), or accumulated with the epilogue's `accumulate`. The
+/// kernel is the best of the adapter's family. w may be stored as f32, f16 or
+/// int8 with cout scales ([`Dtype`]); the kernel reads it through that
+/// format's snippet and computes in f32. One dispatch, or two where the GPU
+/// family splits the reduction ([`tiled_split_for`]): then `scratch` must
+/// hold [`conv2d_forward_scratch_len`] f32 values (overwritten) and share no
+/// buffer with the operands. Errors: operands whose sizes do not match `s`,
+/// missing or too small scratch, an activation type the kernels do not take,
+/// a kernel the adapter cannot build.
 #[allow(clippy::too_many_arguments)]
 pub fn conv2d_forward(
     gpu: &Gpu,
