@@ -172,7 +172,7 @@ impl super::Gpu {
         self.dispatch_bindings(label, key, params, &numbered, workgroups)
     }
 
-    /// [`Gpu::dispatch`] with each buffer's binding number given, for a
+    /// [`Self::dispatch`] with each buffer's binding number given, for a
     /// shader that binds some of a family's operands and not others.
     /// Errors: the pipeline's (see [`PipelineCache::get`]), a binding the
     /// shader does not declare or one it declares and is not given, or more

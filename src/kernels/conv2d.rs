@@ -219,8 +219,8 @@ const TILED_SPLIT_MIN_STEPS: u32 = 8;
 /// and two barriers, so a convolution with few 64 x 64 output tiles runs
 /// for the length of its K loop whatever the GPU: at batch 1 cifar10-32's
 /// 8x8 and 4x4 layers make 4 workgroups of 144-288 steps. Splitting K gives
-/// enough workgroups to fill the GPU ([`TILED_SPLIT_TARGET`]), each with at
-/// least [`TILED_SPLIT_MIN_STEPS`] steps, at most 16 parts (or
+/// enough workgroups to fill the GPU (about 128), each with at
+/// least 8 steps, at most 16 parts (or
 /// PETAL_CONV_SPLIT_MAX: 1 turns splitting off, for tools/bench/gpu.sh's
 /// comparison); a power of 2, so that few pipelines are built. Training
 /// batches rarely split (cifar10-32 at batch 64: only the 4x4 layers, 2 ways).
