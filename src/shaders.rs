@@ -84,6 +84,7 @@ pub const SNIPPETS: &[(&str, &str)] = &[
     ("snippets/conv2d_dw_dy_scalar.wgsl", include_str!("../shaders/snippets/conv2d_dw_dy_scalar.wgsl")),
     ("snippets/conv2d_dw_dy_vec4.wgsl", include_str!("../shaders/snippets/conv2d_dw_dy_vec4.wgsl")),
     ("snippets/elements.wgsl", include_str!("../shaders/snippets/elements.wgsl")),
+    ("snippets/group_norm_backward_io.wgsl", include_str!("../shaders/snippets/group_norm_backward_io.wgsl")),
     ("snippets/matmul_a_scalar.wgsl", include_str!("../shaders/snippets/matmul_a_scalar.wgsl")),
     ("snippets/matmul_a_vec4.wgsl", include_str!("../shaders/snippets/matmul_a_vec4.wgsl")),
     ("snippets/matmul_b_scalar.wgsl", include_str!("../shaders/snippets/matmul_b_scalar.wgsl")),

@@ -155,8 +155,8 @@ fn conv2d_forward(gpu: &Gpu, op: &Op, t: &[TensorView], p: &ParamStore, batch: u
         out_div: *out_div,
         accumulate: false,
     };
-    let scratch = (kernels::conv2d_forward_scratch_len(gpu, &s) > 0).then_some(scratch);
-    kernels::conv2d_forward(gpu, "conv2d", &t[*y], &t[*x], &p.span(w), &s, &epi, scratch)
+    // Only a split convolution reads the scratch (the plan sized it for those).
+    kernels::conv2d_forward(gpu, "conv2d", &t[*y], &t[*x], &p.span(w), &s, &epi, Some(scratch))
 }
 
 /// The bias and time-embedding gradients (one kernel), the residual's, the
