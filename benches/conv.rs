@@ -7,12 +7,18 @@
 //!                               [--config cifar10-32|small]
 //!
 //! Variants (default generic,cpu): `generic` (the fallback kernel), `cpu` and
-//! `gpu` (what each kernel family picks for the shape), or an explicit kernel
+//! `gpu` (what each kernel family picks for the shape), `cpu-direct` (the
+//! CPU family's block without the Winograd form), or an explicit kernel
 //! (`Conv2dKernel::parse`: `tiled`, `tiled-splitN`, `sgTMxNBxPHxPW`). FILTER keeps shapes whose
 //! name contains it; names give the input size, so `16x16 256->256 k3up`
 //! writes 32x32. Each timed run is one submission of N back-to-back dispatches
 //! of the same convolution (N sized from a warm-up so that a run takes about
 //! --ms), followed by `gpu.wait()`; the median of --runs runs is reported.
+//!
+//! `--op dw` times the weight gradient (conv2d_backward_weight) of the same
+//! shapes instead: variants `generic`, `cpu` and `gpu` (the family's kernel
+//! and blocking) or `dwTMxTC` (the subgroup kernel, TM output channels a
+//! workgroup, TC input channels a lane).
 //!
 //! On a software adapter the numbers move with other load on the machine
 //! (check `uptime`). `--cpu-time` divides by the CPU time this process used
@@ -22,6 +28,7 @@
 
 use petal::gpu::{Gpu, GpuOptions, TensorView};
 use petal::kernels::conv2d::{Conv2dKernel, conv2d_forward_with, kernel_for};
+use petal::kernels::conv2d_backward::{Conv2dBackwardKernel, WeightGradLayout, conv2d_backward_weight_with};
 use petal::kernels::{Conv2dEpilogue, Conv2dShape};
 use petal::model::graph::Op;
 use petal::model::{UNetConfig, unet};
@@ -37,6 +44,8 @@ struct Args {
     ms: f64,
     cpu_time: bool,
     config: String,
+    /// `forward` or `dw`.
+    op: String,
 }
 
 fn parse_args() -> Args {
@@ -48,6 +57,7 @@ fn parse_args() -> Args {
         ms: 300.0,
         cpu_time: false,
         config: "cifar10-32".into(),
+        op: "forward".into(),
     };
     let mut it = std::env::args().skip(1);
     while let Some(arg) = it.next() {
@@ -60,6 +70,7 @@ fn parse_args() -> Args {
             "--ms" => a.ms = val(&arg).parse().expect("--ms"),
             "--cpu-time" => a.cpu_time = true,
             "--config" => a.config = val(&arg),
+            "--op" => a.op = val(&arg),
             s if s.starts_with("--") => panic!("unknown option {s}"),
             s => a.filter = Some(s.to_string()),
         }
@@ -98,6 +109,11 @@ fn variant(name: &str, gpu: &Gpu, s: &Conv2dShape) -> Option<Conv2dKernel> {
         "generic" => Conv2dKernel::Generic,
         "cpu" => kernel_for(gpu, petal::gpu::KernelFamily::Cpu, s),
         "gpu" => kernel_for(gpu, petal::gpu::KernelFamily::Gpu, s),
+        // The CPU family's block computed directly, never in Winograd form.
+        "cpu-direct" => match kernel_for(gpu, petal::gpu::KernelFamily::Cpu, s) {
+            Conv2dKernel::Subgroup(t) => Conv2dKernel::Subgroup(petal::kernels::conv2d::SubgroupTile { winograd: false, ..t }),
+            k => k,
+        },
         other => Conv2dKernel::parse(other)?,
     };
     // A family that falls back to the generic kernel would only repeat it.
@@ -107,8 +123,23 @@ fn variant(name: &str, gpu: &Gpu, s: &Conv2dShape) -> Option<Conv2dKernel> {
     Some(k)
 }
 
+/// The weight-gradient layout a `--op dw` variant names.
+fn dw_variant(name: &str, gpu: &Gpu, s: &Conv2dShape) -> Option<WeightGradLayout> {
+    match name {
+        "generic" => Some(WeightGradLayout::new(gpu, Conv2dBackwardKernel::Generic, s)),
+        // The CPU family's kernel on an adapter with 8-lane subgroups.
+        "cpu" => Some(WeightGradLayout::new(gpu, Conv2dBackwardKernel::Subgroup, s)),
+        "gpu" => Some(WeightGradLayout::new(gpu, Conv2dBackwardKernel::Tiled, s)),
+        other => {
+            let (tm, tc) = other.strip_prefix("dw")?.split_once('x')?;
+            Some(WeightGradLayout::with_blocking(gpu, Conv2dBackwardKernel::Subgroup, s, tm.parse().ok()?, tc.parse().ok()?))
+        }
+    }
+}
+
 fn main() -> anyhow::Result<()> {
     let args = parse_args();
+    anyhow::ensure!(args.op == "forward" || args.op == "dw", "--op {}: forward or dw", args.op);
     let gpu = Gpu::new(&GpuOptions::default())?;
     println!("{}", gpu.describe());
     if let Ok(l) = std::fs::read_to_string("/proc/loadavg") {
@@ -141,6 +172,7 @@ fn main() -> anyhow::Result<()> {
             };
             let x = up(s.in_len(), 1.0);
             let w = up(s.weight_len(), 0.05);
+            let dy = up(if args.op == "dw" { s.out_len() } else { 1 }, 1.0);
             let b = up(s.cout as usize, 0.1);
             let r = up(s.out_len(), 1.0);
             let y = TensorView::whole(gpu.storage_buffer("y", s.out_len() as u64 * 4));
@@ -155,22 +187,39 @@ fn main() -> anyhow::Result<()> {
             print!("{name:<26} {calls:>5} {:>8.1}", flop / 1e6);
             let mut picked = Vec::new();
             let mut reference: Option<Vec<f32>> = None;
+            // What is read back and compared: y, or dw.
+            let out = if args.op == "dw" { &w } else { &y };
             for vname in &args.variants {
-                let Some(k) = variant(vname, &gpu, &s) else {
-                    print!(" {:>12}", "-");
-                    continue;
-                };
-                if vname == "cpu" || vname == "gpu" {
-                    picked.push(format!("{vname}={}", k.name()));
-                }
                 let t_build = Instant::now();
-                // The split tiled kernel's partial sums.
-                let need = k.scratch_len(&s);
-                let scratch = (need > 0).then(|| TensorView::whole(gpu.storage_buffer("scratch", need as u64 * 4)));
-                let d = match conv2d_forward_with(&gpu, k, "bench", &y, &x, &w, &s, &epi, scratch.as_ref()) {
+                let built = if args.op == "dw" {
+                    let Some(l) = dw_variant(vname, &gpu, &s) else {
+                        print!(" {:>12}", "-");
+                        continue;
+                    };
+                    if vname == "cpu" || vname == "gpu" {
+                        picked.push(format!("{vname}={:?} {}x{} /{}", l.kernel, l.tm, l.tc, l.chunks_used(&s)));
+                    }
+                    let need = l.scratch_len(&s);
+                    let scratch = (need > 0).then(|| TensorView::whole(gpu.storage_buffer("scratch", need as u64 * 4)));
+                    conv2d_backward_weight_with(&gpu, &l, "bench", &w, scratch.as_ref(), &dy, &x, &s, 1.0)
+                        .map_err(|e| (format!("{l:?}"), e))
+                } else {
+                    let Some(k) = variant(vname, &gpu, &s) else {
+                        print!(" {:>12}", "-");
+                        continue;
+                    };
+                    if vname == "cpu" || vname == "gpu" {
+                        picked.push(format!("{vname}={}", k.name()));
+                    }
+                    // The split tiled kernel's partial sums.
+                    let need = k.scratch_len(&s);
+                    let scratch = (need > 0).then(|| TensorView::whole(gpu.storage_buffer("scratch", need as u64 * 4)));
+                    conv2d_forward_with(&gpu, k, "bench", &y, &x, &w, &s, &epi, scratch.as_ref()).map_err(|e| (k.name(), e))
+                };
+                let d = match built {
                     Ok(d) => d,
-                    Err(e) => {
-                        eprintln!("{}: {e:#}", k.name());
+                    Err((name, e)) => {
+                        eprintln!("{name}: {e:#}");
                         print!(" {:>12}", "error");
                         continue;
                     }
@@ -180,7 +229,7 @@ fn main() -> anyhow::Result<()> {
                 // variants agree.
                 let d: Vec<_> = d.iter().collect();
                 gpu.run(&d);
-                let out = gpu.read_f32(&y)?;
+                let out = gpu.read_f32(out)?;
                 let agree = match &reference {
                     None => {
                         reference = Some(out);

@@ -124,7 +124,7 @@ fn conv2d_forward_subgroup_blocks_match_reference() {
         return;
     }
     let g = &*gpu;
-    let tile = |tm, nb, ph, pw| Conv2dKernel::Subgroup(SubgroupTile { tm, nb, ph, pw });
+    let tile = |tm, nb, ph, pw| Conv2dKernel::Subgroup(SubgroupTile::new(tm, nb, ph, pw));
     let mut n = 100;
     let mut case = |k: Conv2dKernel, s: Conv2dShape| {
         n += 5;
@@ -159,6 +159,19 @@ fn conv2d_forward_subgroup_blocks_match_reference() {
     case(tile(2, 1, 3, 8), same(2, 5, 7, 12, 9, 3));
     case(tile(1, 2, 2, 4), same(3, 4, 3, 8, 6, 3));
     case(tile(1, 1, 2, 4), strided(same(2, 4, 6, 8, 5, 1), [0; 4]));
+    // The Winograd form (2x2 output tiles, 3x3 at stride 1): blocks
+    // overhanging odd images on the right and bottom, channels per lane not
+    // dividing cout, several images a block past the batch's end, windows
+    // and stores four columns wide, padding 0 (a 3x3 "valid" convolution).
+    let wtile = |tm, nb, ph, pw| Conv2dKernel::Subgroup(SubgroupTile { winograd: true, ..SubgroupTile::new(tm, nb, ph, pw) });
+    for k in [wtile(1, 1, 4, 4), wtile(2, 1, 2, 6), wtile(3, 2, 2, 4), wtile(2, 3, 4, 2)] {
+        case(k, same(1, 5, 7, 9, 13, 3));
+        case(k, same(4, 6, 4, 4, 17, 3));
+        case(k, same(3, 3, 5, 3, 8, 3));
+    }
+    case(wtile(2, 1, 4, 8), same(2, 5, 7, 12, 9, 3));
+    case(wtile(1, 2, 2, 4), same(3, 4, 3, 8, 6, 3));
+    case(wtile(1, 1, 2, 2), Conv2dShape { pad: [0; 4], ..same(2, 3, 6, 7, 5, 3) });
     // The blocks the CPU family picks for the UNet's shapes (shrunk in cin).
     for &(b, cin, hw, cout, k, up, down) in &[
         (1u32, 6u32, 32u32, 10u32, 3u32, false, false),

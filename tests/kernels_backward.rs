@@ -100,12 +100,19 @@ fn input_layouts(gpu: &Gpu, family: petal::gpu::KernelFamily, s: &Conv2dShape, p
     if conv2d_backward::flipped_shape(s).is_some() {
         let own = match family {
             petal::gpu::KernelFamily::Cpu if petal::kernels::subgroups_of_8(gpu) => {
-                Conv2dKernel::Subgroup(SubgroupTile { tm: 1, nb: 1, ph: 4, pw: 4 })
+                Conv2dKernel::Subgroup(SubgroupTile::new(1, 1, 4, 4))
             }
             petal::gpu::KernelFamily::Cpu => Conv2dKernel::Generic,
             petal::gpu::KernelFamily::Gpu => Conv2dKernel::Tiled,
         };
-        for k in [Conv2dKernel::Generic, own] {
+        let mut kernels = vec![Conv2dKernel::Generic, own];
+        // The Winograd form, where the flipped convolution is a 3x3 at stride 1.
+        let wino = SubgroupTile { winograd: true, ..SubgroupTile::new(2, 1, 4, 4) };
+        let flipped = conv2d_backward::flipped_shape(s).unwrap();
+        if matches!(own, Conv2dKernel::Subgroup(_)) && petal::kernels::conv2d::winograd_fits(&flipped, &wino) {
+            kernels.push(Conv2dKernel::Subgroup(wino));
+        }
+        for k in kernels {
             let l = InputGradLayout { forward: Some(k), ..base };
             if !out.contains(&l) {
                 out.push(l);

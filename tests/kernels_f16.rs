@@ -87,7 +87,11 @@ fn conv2d_forward_with_f16_activations_matches_reference() {
                 kernels.push(Conv2dKernel::Tiled);
             }
             if kernels::subgroups_of_8(&gpu) && family == KernelFamily::Cpu {
-                kernels.push(Conv2dKernel::Subgroup(SubgroupTile { tm: 1, nb: 1, ph: 2, pw: 4 }));
+                kernels.push(Conv2dKernel::Subgroup(SubgroupTile::new(1, 1, 2, 4)));
+                let wino = SubgroupTile { winograd: true, ..SubgroupTile::new(1, 1, 2, 4) };
+                if kernels::conv2d::winograd_fits(s, &wino) {
+                    kernels.push(Conv2dKernel::Subgroup(wino));
+                }
             }
             kernels.dedup();
             for k in kernels {

@@ -94,7 +94,7 @@ fn conv2d_forward_subgroup_blocks_with_packed_weights_match_reference() {
         eprintln!("skipped: the subgroup kernel needs subgroups of 8 lanes");
         return;
     }
-    let tile = |tm, nb, ph, pw| Conv2dKernel::Subgroup(SubgroupTile { tm, nb, ph, pw });
+    let tile = |tm, nb, ph, pw| Conv2dKernel::Subgroup(SubgroupTile::new(tm, nb, ph, pw));
     let same = Conv2dShape::same;
     let strided = |s: Conv2dShape, pad: [u32; 4]| Conv2dShape { stride: 2, pad, ..s };
     let mut n = 400;
@@ -108,6 +108,11 @@ fn conv2d_forward_subgroup_blocks_with_packed_weights_match_reference() {
         let k = tile(1, 1, 4, 4);
         n += 5;
         conv_case(&gpu, k, format, Conv2dShape { upsample: true, ..same(2, 5, 3, 5, 10, 3) }, n);
+        // The Winograd form transforms each lane's weights after reading
+        // them in their format (and scales the sums at the store).
+        let w = Conv2dKernel::Subgroup(SubgroupTile { winograd: true, ..SubgroupTile::new(2, 1, 2, 4) });
+        n += 5;
+        conv_case(&gpu, w, format, same(2, 5, 7, 9, 13, 3), n);
     }
 }
 

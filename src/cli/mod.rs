@@ -414,9 +414,20 @@ fn write_tensors(path: &Path, tensors: &[(String, Vec<usize>, &[f32])]) -> Resul
     std::fs::write(path, bytes).with_context(|| format!("writing {}", path.display()))
 }
 
+/// The adapter and precision a parity run measures, on stderr: FP16 or INT8
+/// weights on the `gpu` kernel family run f16 activations
+/// ([`petal::model::Precision::activations`]), which move outputs by more than diffusers'
+/// 1e-3 fixture tolerance (README, *Parity*); `PETAL_ACTIVATIONS=f32` checks
+/// the f32 path.
+fn parity_says_what_runs(gpu: &Gpu, unet: &UNet) {
+    eprintln!("adapter: {}", gpu.describe());
+    eprintln!("weights: {}", unet.precision.describe(gpu));
+}
+
 fn parity_forward(gpu_args: &GpuArgs, a: ParityArgs) -> Result<()> {
     let gpu = open_gpu(gpu_args)?;
     let (unet, _) = UNet::load(gpu.clone(), &a.model, a.variant.as_deref())?;
+    parity_says_what_runs(&gpu, &unet);
     let mut t = read_safetensors(&a.inputs)?;
     let (shape, sample) = take(&mut t, &a.inputs, "sample")?;
     let (_, timesteps) = take(&mut t, &a.inputs, "timesteps")?;
@@ -435,6 +446,7 @@ fn parity_sample(gpu_args: &GpuArgs, args: ParitySampleArgs) -> Result<()> {
     let (a, kind) = (args.files, args.scheduler.kind()?);
     let gpu = open_gpu(gpu_args)?;
     let (unet, sched) = UNet::load(gpu.clone(), &a.model, a.variant.as_deref())?;
+    parity_says_what_runs(&gpu, &unet);
     let mut t = read_safetensors(&a.inputs)?;
     let (shape, x_t) = take(&mut t, &a.inputs, "x_T")?;
     let (_, timesteps) = take(&mut t, &a.inputs, "timesteps")?;

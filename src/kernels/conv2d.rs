@@ -139,15 +139,26 @@ pub enum Conv2dKernel {
 /// images x `ph` x `pw` output pixels. Its accumulators, `tm * nb * ph * pw`
 /// per lane, are unrolled into the shader, so the block size trades load
 /// reuse against code size (and pipeline build time).
+///
+/// With `winograd` (3x3, stride 1, no upsampling, even `ph` and `pw`:
+/// [`winograd_fits`]) each 2x2 output tile takes the Winograd F(2x2, 3x3)
+/// form (16 multiplies and 28 adds per input channel and output channel
+/// instead of 36 multiply-adds); the block and its accumulators are the same.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub struct SubgroupTile {
     pub tm: u32,
     pub nb: u32,
     pub ph: u32,
     pub pw: u32,
+    pub winograd: bool,
 }
 
 impl SubgroupTile {
+    /// A block computed directly (no Winograd form).
+    pub const fn new(tm: u32, nb: u32, ph: u32, pw: u32) -> SubgroupTile {
+        SubgroupTile { tm, nb, ph, pw, winograd: false }
+    }
+
     pub fn accumulators(&self) -> u32 {
         self.tm * self.nb * self.ph * self.pw
     }
@@ -155,7 +166,8 @@ impl SubgroupTile {
 
 impl Conv2dKernel {
     /// "generic", "tiled", "tiled-split4" (4 parts), "sg4x1x16x16" (tm x nb
-    /// x ph x pw), for the benchmark.
+    /// x ph x pw), "sgw4x1x8x16" (the same in Winograd form), for the
+    /// benchmark.
     pub fn parse(s: &str) -> Option<Conv2dKernel> {
         match s {
             "generic" => return Some(Conv2dKernel::Generic),
@@ -165,10 +177,15 @@ impl Conv2dKernel {
         if let Some(n) = s.strip_prefix("tiled-split") {
             return n.parse().ok().filter(|&n| n > 1).map(Conv2dKernel::TiledSplit);
         }
-        let d: Vec<u32> = s.strip_prefix("sg")?.split('x').map(|v| v.parse().ok()).collect::<Option<_>>()?;
+        let rest = s.strip_prefix("sg")?;
+        let (winograd, rest) = match rest.strip_prefix('w') {
+            Some(r) => (true, r),
+            None => (false, rest),
+        };
+        let d: Vec<u32> = rest.split('x').map(|v| v.parse().ok()).collect::<Option<_>>()?;
         match d[..] {
             [tm, nb, ph, pw] if tm * nb * ph * pw > 0 => {
-                Some(Conv2dKernel::Subgroup(SubgroupTile { tm, nb, ph, pw }))
+                Some(Conv2dKernel::Subgroup(SubgroupTile { tm, nb, ph, pw, winograd }))
             }
             _ => None,
         }
@@ -188,7 +205,9 @@ impl Conv2dKernel {
             Conv2dKernel::Generic => "generic".into(),
             Conv2dKernel::Tiled => "tiled".into(),
             Conv2dKernel::TiledSplit(n) => format!("tiled-split{n}"),
-            Conv2dKernel::Subgroup(t) => format!("sg{}x{}x{}x{}", t.tm, t.nb, t.ph, t.pw),
+            Conv2dKernel::Subgroup(t) => {
+                format!("sg{}{}x{}x{}x{}", if t.winograd { "w" } else { "" }, t.tm, t.nb, t.ph, t.pw)
+            }
         }
     }
 }
@@ -309,7 +328,7 @@ pub fn subgroup_tile_for(s: &Conv2dShape) -> SubgroupTile {
     let nb = (pixels_wanted / (ph * pw)).clamp(1, s.batch.max(1)).min(16);
     let pixels = nb * ph * pw;
     let tm = (budget / pixels).clamp(1, 16).min(s.cout.div_ceil(8));
-    let mut t = SubgroupTile { tm, nb, ph, pw };
+    let mut t = SubgroupTile::new(tm, nb, ph, pw);
     // Wide windows (stride 2) generate more code per accumulator: shrink
     // until the shader fits.
     while subgroup_key(s, &t, false).is_err() {
@@ -327,7 +346,20 @@ pub fn subgroup_tile_for(s: &Conv2dShape) -> SubgroupTile {
             break;
         }
     }
-    t
+    // The Winograd form wherever it applies: 1.2-1.4x the direct form's
+    // speed on the UNet's 3x3 convolutions (benches/conv.rs, BENCHMARKS.md).
+    // PETAL_WINOGRAD=0 keeps the direct form, for whole-pass comparisons.
+    let w = SubgroupTile { winograd: true, ..t };
+    let off = std::env::var("PETAL_WINOGRAD").as_deref() == Ok("0");
+    if !off && winograd_fits(s, &w) && subgroup_key(s, &w, false).is_ok() { w } else { t }
+}
+
+/// Whether block `t` can take the Winograd F(2x2, 3x3) form for `s`: a 3x3
+/// kernel at stride 1 without upsampling, and blocks of whole 2x2 tiles
+/// (even `ph` and `pw`; padding and image edges are the direct form's, read
+/// as zeros and guarded at the store).
+pub fn winograd_fits(s: &Conv2dShape, t: &SubgroupTile) -> bool {
+    s.ksize == 3 && s.stride == 1 && !s.upsample && ci_step(s) == 1 && t.ph.is_multiple_of(2) && t.pw.is_multiple_of(2)
 }
 
 /// y (B, cout, ho, wo) = conv(x (B, cin, h, w), w (cout, cin, k, k)) + epilogue.
@@ -596,6 +628,75 @@ fn sections_1x1_by4(t: &SubgroupTile, g: &WindowGroups, q: u32) -> (String, Stri
     (load, mac)
 }
 
+/// The Winograd F(2x2, 3x3) form of the MAC section (Lavin and Gray,
+/// "Fast Algorithms for Convolutional Neural Networks", 2016), with the
+/// sums kept in the spatial domain: per input channel, each lane turns its
+/// 3x3 weights g of channel i into U = G g G^T (4x4, in LOAD), every 2x2
+/// output tile's 4x4 input patch d into V = B^T d B (shared by the lane's
+/// tm channels), and adds A^T (U * V) A to the tile's 4 accumulators: 16
+/// multiplies and 28 adds for 4 outputs, against 36 multiply-adds. For 3x3,
+/// stride 1, no upsampling, even blocks.
+fn winograd_sections(t: &SubgroupTile, nrs: u32, ncs: u32) -> (String, String) {
+    use std::fmt::Write;
+    let acc = |i: u32, n: u32, py: u32, px: u32| ((i * t.nb + n) * t.ph + py) * t.pw + px;
+    let mut load = String::new();
+    for i in 0..t.tm {
+        let g = |r: u32, c: u32| format!("w{}", i * 9 + r * 3 + c);
+        // q = G g (4x3), then U = q G^T (4x4).
+        for c in 0..3 {
+            let _ = writeln!(load, "        let q{i}_0{c} = {};", g(0, c));
+            let _ = writeln!(load, "        let q{i}_1{c} = 0.5 * ({} + {} + {});", g(0, c), g(1, c), g(2, c));
+            let _ = writeln!(load, "        let q{i}_2{c} = 0.5 * ({} - {} + {});", g(0, c), g(1, c), g(2, c));
+            let _ = writeln!(load, "        let q{i}_3{c} = {};", g(2, c));
+        }
+        for r in 0..4 {
+            let _ = writeln!(load, "        let z{i}_{r}0 = q{i}_{r}0;");
+            let _ = writeln!(load, "        let z{i}_{r}1 = 0.5 * (q{i}_{r}0 + q{i}_{r}1 + q{i}_{r}2);");
+            let _ = writeln!(load, "        let z{i}_{r}2 = 0.5 * (q{i}_{r}0 - q{i}_{r}1 + q{i}_{r}2);");
+            let _ = writeln!(load, "        let z{i}_{r}3 = q{i}_{r}2;");
+        }
+    }
+    let mut mac = String::new();
+    for n in 0..t.nb {
+        for ty in 0..t.ph / 2 {
+            for tx in 0..t.pw / 2 {
+                let d = |r: u32, c: u32| format!("x{}", (n * nrs + 2 * ty + r) * ncs + 2 * tx + c);
+                mac.push_str("        {
+");
+                // b = B^T d, V = b B.
+                for c in 0..4 {
+                    let _ = writeln!(mac, "        let b0{c} = {} - {};", d(0, c), d(2, c));
+                    let _ = writeln!(mac, "        let b1{c} = {} + {};", d(1, c), d(2, c));
+                    let _ = writeln!(mac, "        let b2{c} = {} - {};", d(2, c), d(1, c));
+                    let _ = writeln!(mac, "        let b3{c} = {} - {};", d(1, c), d(3, c));
+                }
+                for r in 0..4 {
+                    let _ = writeln!(mac, "        let v{r}0 = b{r}0 - b{r}2;");
+                    let _ = writeln!(mac, "        let v{r}1 = b{r}1 + b{r}2;");
+                    let _ = writeln!(mac, "        let v{r}2 = b{r}2 - b{r}1;");
+                    let _ = writeln!(mac, "        let v{r}3 = b{r}1 - b{r}3;");
+                }
+                for i in 0..t.tm {
+                    // m = U * V; s = A^T m (2x4); y = s A (2x2).
+                    for c in 0..4 {
+                        let m = |r: u32| format!("z{i}_{r}{c} * v{r}{c}");
+                        let _ = writeln!(mac, "        let s{i}_0{c} = {} + {} + {};", m(0), m(1), m(2));
+                        let _ = writeln!(mac, "        let s{i}_1{c} = {} - {} - {};", m(1), m(2), m(3));
+                    }
+                    for r in 0..2 {
+                        let (py, px) = (2 * ty + r, 2 * tx);
+                        let _ = writeln!(mac, "  a{} += s{i}_{r}0 + s{i}_{r}1 + s{i}_{r}2;", acc(i, n, py, px));
+                        let _ = writeln!(mac, "  a{} += s{i}_{r}1 - s{i}_{r}2 - s{i}_{r}3;", acc(i, n, py, px + 1));
+                    }
+                }
+                mac.push_str("        }
+");
+            }
+        }
+    }
+    (load, mac)
+}
+
 /// floor(a / 2^up) for possibly negative a.
 fn floor_shr(a: i32, up: u32) -> i32 {
     a >> up
@@ -681,9 +782,11 @@ fn subgroup_key(s: &Conv2dShape, t: &SubgroupTile, vec4: bool) -> Result<Pipelin
     // A plain 1x1 convolution takes 4 input channels a step (ci_step).
     let step = ci_step(s);
     let g = WindowGroups { vec4, ncs, ngs, cshift };
-    let (load, mac) = if step == 4 {
-        sections_1x1_by4(t, &g, q)
-    } else {
+    ensure!(!t.winograd || winograd_fits(s, t), "block {t:?} cannot take the Winograd form for {s:?}");
+    let wino = t.winograd;
+    let sections = if step == 4 {
+        Ok(sections_1x1_by4(t, &g, q))
+    } else { 'sec: {
         let mut load = window_loads(q, vec4, "", "xo");
         for i in 0..t.tm {
             if kk == 9 {
@@ -724,6 +827,12 @@ fn subgroup_key(s: &Conv2dShape, t: &SubgroupTile, vec4: bool) -> Result<Pipelin
         // as a bit mask}), and each output takes 4 multiply-adds instead of
         // 9. Without upsampling every tap reads its own value and the code
         // is as before.
+        if wino {
+            let (uload, wmac) = winograd_sections(t, nrs, ncs);
+            load.push_str(&uload);
+            mac.push_str(&wmac);
+            break 'sec Ok::<_, anyhow::Error>((load, mac));
+        }
         let mut sums = std::collections::BTreeMap::new();
         let mut terms = String::new();
         for i in 0..t.tm {
@@ -764,8 +873,9 @@ fn subgroup_key(s: &Conv2dShape, t: &SubgroupTile, vec4: bool) -> Result<Pipelin
             let _ = writeln!(mac, "        let u{i}m{mask} = {sum};");
         }
         mac.push_str(&terms);
-        (load, mac)
-    };
+        Ok((load, mac))
+    } };
+    let (load, mac) = sections?;
     let mut store = String::new();
     let four = stores_vec4(s, t);
     for i in 0..t.tm {
@@ -838,12 +948,13 @@ mod tests {
     use super::*;
 
     fn tile(tm: u32, nb: u32, ph: u32, pw: u32) -> SubgroupTile {
-        SubgroupTile { tm, nb, ph, pw }
+        SubgroupTile::new(tm, nb, ph, pw)
     }
 
     #[test]
     fn blocks_by_kind_of_convolution() {
         let same = Conv2dShape::same;
+        let wtile = |tm, nb, ph, pw| SubgroupTile { winograd: true, ..tile(tm, nb, ph, pw) };
         let up = |batch, hw| Conv2dShape { upsample: true, ..same(batch, 256, hw, hw, 256, 3) };
         // Upsampled 3x3: the budget goes to pixels (the window is half the
         // block's side), 16x16 or several 8x8 images, 2 channels.
@@ -851,26 +962,27 @@ mod tests {
         assert_eq!(subgroup_tile_for(&up(1, 8)), tile(2, 1, 16, 16));
         assert_eq!(subgroup_tile_for(&up(16, 4)), tile(2, 4, 8, 8));
         assert_eq!(subgroup_tile_for(&up(1, 4)), tile(8, 1, 8, 8));
-        // Plain 3x3: 4 channels x 8x16 pixels, or several small images.
-        assert_eq!(subgroup_tile_for(&same(16, 256, 16, 16, 256, 3)), tile(4, 1, 8, 16));
-        assert_eq!(subgroup_tile_for(&same(16, 256, 8, 8, 256, 3)), tile(4, 2, 8, 8));
-        assert_eq!(subgroup_tile_for(&same(16, 256, 4, 4, 256, 3)), tile(4, 8, 4, 4));
+        // Plain 3x3: 4 channels x 8x16 pixels, or several small images, in
+        // the Winograd form (3x3, stride 1, even blocks), as below.
+        assert_eq!(subgroup_tile_for(&same(16, 256, 16, 16, 256, 3)), wtile(4, 1, 8, 16));
+        assert_eq!(subgroup_tile_for(&same(16, 256, 8, 8, 256, 3)), wtile(4, 2, 8, 8));
+        assert_eq!(subgroup_tile_for(&same(16, 256, 4, 4, 256, 3)), wtile(4, 8, 4, 4));
         // Batch 1, 4x4: 16 channels x 16 pixels (the channel cap).
-        assert_eq!(subgroup_tile_for(&same(1, 256, 4, 4, 256, 3)), tile(16, 1, 4, 4));
+        assert_eq!(subgroup_tile_for(&same(1, 256, 4, 4, 256, 3)), wtile(16, 1, 4, 4));
         // Stride 2: 8 channels x 8x8 outputs.
         assert_eq!(subgroup_tile_for(&Conv2dShape { stride: 2, ..same(16, 128, 32, 32, 128, 3) }), tile(8, 1, 8, 8));
         // Narrow layers (the small model's, cout <= 64): 256 accumulators,
         // 4 channels x 8x8, several 4x4 images, 1 x 16x16 upsampled.
-        assert_eq!(subgroup_tile_for(&same(16, 32, 32, 32, 32, 3)), tile(4, 1, 8, 8));
-        assert_eq!(subgroup_tile_for(&same(16, 128, 16, 16, 64, 3)), tile(4, 1, 8, 8));
-        assert_eq!(subgroup_tile_for(&same(16, 64, 4, 4, 64, 3)), tile(4, 4, 4, 4));
+        assert_eq!(subgroup_tile_for(&same(16, 32, 32, 32, 32, 3)), wtile(4, 1, 8, 8));
+        assert_eq!(subgroup_tile_for(&same(16, 128, 16, 16, 64, 3)), wtile(4, 1, 8, 8));
+        assert_eq!(subgroup_tile_for(&same(16, 64, 4, 4, 64, 3)), wtile(4, 4, 4, 4));
         assert_eq!(subgroup_tile_for(&Conv2dShape { stride: 2, ..same(16, 32, 32, 32, 32, 3) }), tile(4, 1, 8, 8));
         let up_narrow = |batch, hw| Conv2dShape { upsample: true, ..same(batch, 64, hw, hw, 64, 3) };
         assert_eq!(subgroup_tile_for(&up_narrow(16, 8)), tile(1, 1, 16, 16));
         assert_eq!(subgroup_tile_for(&up_narrow(16, 4)), tile(1, 4, 8, 8));
         // No more channel groups than the layer has (conv_out, 3 channels).
-        assert_eq!(subgroup_tile_for(&same(16, 128, 32, 32, 3, 3)), tile(1, 1, 8, 8));
-        assert_eq!(subgroup_tile_for(&same(16, 128, 32, 32, 72, 3)), tile(4, 1, 8, 16));
+        assert_eq!(subgroup_tile_for(&same(16, 128, 32, 32, 3, 3)), wtile(1, 1, 8, 8));
+        assert_eq!(subgroup_tile_for(&same(16, 128, 32, 32, 72, 3)), wtile(4, 1, 8, 16));
         // 1x1: 4 channels x 64 pixels (256 accumulators).
         assert_eq!(subgroup_tile_for(&same(16, 256, 16, 16, 512, 1)), tile(4, 1, 8, 8));
     }

@@ -485,6 +485,13 @@ impl WeightGradLayout {
             // 9 taps per lane (8 input channels for 1x1).
             Conv2dBackwardKernel::Subgroup => (if s.cout <= 8 { 8 } else { 32 }, if s.ksize == 1 { 8 } else { 2 }),
         };
+        Self::with_blocking(gpu, kernel, s, tm, tc)
+    }
+
+    /// A layout with the blocking given (`tm` output channels a workgroup,
+    /// `tc` input channels a lane for the subgroup kernel), and enough chunks
+    /// to keep this adapter busy. For benches/conv.rs; [`Self::new`] picks.
+    pub fn with_blocking(gpu: &Gpu, kernel: Conv2dBackwardKernel, s: &Conv2dShape, tm: u32, tc: u32) -> WeightGradLayout {
         let mut l = WeightGradLayout { kernel, tm, tc, chunks: 1 };
         // Enough workgroups to fill the adapter, but every chunk at least
         // min_segs long and at most max_chunks copies of dw.
