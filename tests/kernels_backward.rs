@@ -262,6 +262,12 @@ fn conv2d_backward_weight_wants_its_scratch() {
     assert!(conv2d_backward::conv2d_backward_weight_with(&gpu, &layout, "dw", &dw, None, &dy, &x, &s, 1.0).is_err());
     let short = zeros(&gpu, layout.scratch_len(&s) - 1);
     assert!(conv2d_backward::conv2d_backward_weight_with(&gpu, &layout, "dw", &dw, Some(&short), &dy, &x, &s, 1.0).is_err());
+    // Blockings the subgroup kernel does not take are refused, not run.
+    if layout.kernel == Conv2dBackwardKernel::Subgroup {
+        let big = WeightGradLayout { tm: 64, chunks: 1, ..layout };
+        let err = conv2d_backward::conv2d_backward_weight_with(&gpu, &big, "dw", &dw, None, &dy, &x, &s, 1.0).err().expect("64 output channels refused");
+        assert!(format!("{err:#}").contains("at most 32 output channels"), "{err:#}");
+    }
     // The public entry point sizes scratch itself.
     let need = kernels::conv2d_backward_weight_scratch_len(&gpu, &s);
     let sc = zeros(&gpu, need.max(1));

@@ -642,6 +642,10 @@ pub fn conv2d_backward_weight_with(
         Conv2dBackwardKernel::Subgroup => {
             ensure!(super::subgroups_of_8(gpu), "{label}: the subgroup kernel needs subgroups of 8 lanes");
             ensure!(s.ksize >= s.stride, "{label}: the subgroup kernel needs a kernel at least as large as the stride");
+            // 64 output channels a workgroup gave wrong sums on lavapipe
+            // (benches/conv.rs --op dw dw64x4, dw64x8, 2026-12-02; cause not
+            // found), so the kernel refuses them rather than run them.
+            ensure!(l.tm <= 32, "{label}: the subgroup kernel takes at most 32 output channels a workgroup, not {}", l.tm);
             let key = crate::shaders::key("conv2d_backward_weight_subgroup")
                 .define("K", s.ksize)
                 .define("S", s.stride)
