@@ -784,9 +784,9 @@ fn subgroup_key(s: &Conv2dShape, t: &SubgroupTile, vec4: bool) -> Result<Pipelin
     let g = WindowGroups { vec4, ncs, ngs, cshift };
     ensure!(!t.winograd || winograd_fits(s, t), "block {t:?} cannot take the Winograd form for {s:?}");
     let wino = t.winograd;
-    let sections = if step == 4 {
-        Ok(sections_1x1_by4(t, &g, q))
-    } else { 'sec: {
+    let (load, mac) = if step == 4 {
+        sections_1x1_by4(t, &g, q)
+    } else {
         let mut load = window_loads(q, vec4, "", "xo");
         for i in 0..t.tm {
             if kk == 9 {
@@ -820,62 +820,62 @@ fn subgroup_key(s: &Conv2dShape, t: &SubgroupTile, vec4: bool) -> Result<Pipelin
                 let _ = writeln!(mac, "        let x{e} = {v};");
             }
         }
-        // With upsampling, taps of one window often read the same source
-        // value (nearest 2x repeats each source row and column): for a 3x3
-        // kernel an output reads 4 distinct values, through 1, 2 or 4 taps
-        // each. Such taps' weights are added once per input channel (u{i}m{taps
-        // as a bit mask}), and each output takes 4 multiply-adds instead of
-        // 9. Without upsampling every tap reads its own value and the code
-        // is as before.
         if wino {
+            // 2x2 output tiles in the Winograd form (winograd_sections).
             let (uload, wmac) = winograd_sections(t, nrs, ncs);
             load.push_str(&uload);
             mac.push_str(&wmac);
-            break 'sec Ok::<_, anyhow::Error>((load, mac));
-        }
-        let mut sums = std::collections::BTreeMap::new();
-        let mut terms = String::new();
-        for i in 0..t.tm {
-            for n in 0..t.nb {
-                for py in 0..t.ph {
-                    for px in 0..t.pw {
-                        // (window value, its taps) in the order the taps first read it.
-                        let mut reads: Vec<(u32, Vec<u32>)> = Vec::new();
-                        for ky in 0..k {
-                            for kx in 0..k {
-                                let rs = rmap[(py * st + ky) as usize];
-                                let cs = cmap[(px * st + kx) as usize];
-                                let e = (n * nrs + rs) * ncs + cs;
-                                match reads.iter_mut().find(|(v, _)| *v == e) {
-                                    Some((_, taps)) => taps.push(ky * k + kx),
-                                    None => reads.push((e, vec![ky * k + kx])),
+        } else {
+            // With upsampling, taps of one window often read the same source
+            // value (nearest 2x repeats each source row and column): for a 3x3
+            // kernel an output reads 4 distinct values, through 1, 2 or 4 taps
+            // each. Such taps' weights are added once per input channel (u{i}m{taps
+            // as a bit mask}), and each output takes 4 multiply-adds instead of
+            // 9. Without upsampling every tap reads its own value and the code
+            // is as before.
+            let mut sums = std::collections::BTreeMap::new();
+            let mut terms = String::new();
+            for i in 0..t.tm {
+                for n in 0..t.nb {
+                    for py in 0..t.ph {
+                        for px in 0..t.pw {
+                            // (window value, its taps) in the order the taps first read it.
+                            let mut reads: Vec<(u32, Vec<u32>)> = Vec::new();
+                            for ky in 0..k {
+                                for kx in 0..k {
+                                    let rs = rmap[(py * st + ky) as usize];
+                                    let cs = cmap[(px * st + kx) as usize];
+                                    let e = (n * nrs + rs) * ncs + cs;
+                                    match reads.iter_mut().find(|(v, _)| *v == e) {
+                                        Some((_, taps)) => taps.push(ky * k + kx),
+                                        None => reads.push((e, vec![ky * k + kx])),
+                                    }
                                 }
                             }
+                            let _ = write!(terms, "  a{} +=", acc(i, n, py, px));
+                            for (j, (e, taps)) in reads.iter().enumerate() {
+                                let w = if let [tap] = taps[..] {
+                                    format!("w{}", i * kk + tap)
+                                } else {
+                                    let mask: u64 = taps.iter().map(|t| 1u64 << t).sum();
+                                    let sum: Vec<String> = taps.iter().map(|t| format!("w{}", i * kk + t)).collect();
+                                    sums.insert((i, mask), sum.join(" + "));
+                                    format!("u{i}m{mask}")
+                                };
+                                let _ = write!(terms, "{} {w}*x{e}", if j > 0 { " +" } else { "" });
+                            }
+                            terms.push_str(";\n");
                         }
-                        let _ = write!(terms, "  a{} +=", acc(i, n, py, px));
-                        for (j, (e, taps)) in reads.iter().enumerate() {
-                            let w = if let [tap] = taps[..] {
-                                format!("w{}", i * kk + tap)
-                            } else {
-                                let mask: u64 = taps.iter().map(|t| 1u64 << t).sum();
-                                let sum: Vec<String> = taps.iter().map(|t| format!("w{}", i * kk + t)).collect();
-                                sums.insert((i, mask), sum.join(" + "));
-                                format!("u{i}m{mask}")
-                            };
-                            let _ = write!(terms, "{} {w}*x{e}", if j > 0 { " +" } else { "" });
-                        }
-                        terms.push_str(";\n");
                     }
                 }
             }
+            for ((i, mask), sum) in &sums {
+                let _ = writeln!(mac, "        let u{i}m{mask} = {sum};");
+            }
+            mac.push_str(&terms);
         }
-        for ((i, mask), sum) in &sums {
-            let _ = writeln!(mac, "        let u{i}m{mask} = {sum};");
-        }
-        mac.push_str(&terms);
-        Ok((load, mac))
-    } };
-    let (load, mac) = sections?;
+        (load, mac)
+    };
     let mut store = String::new();
     let four = stores_vec4(s, t);
     for i in 0..t.tm {
