@@ -163,7 +163,7 @@ fn conv2d_forward_subgroup_blocks_match_reference() {
     // overhanging odd images on the right and bottom, channels per lane not
     // dividing cout, several images a block past the batch's end, windows
     // and stores four columns wide, padding 0 (a 3x3 "valid" convolution).
-    let wtile = |tm, nb, ph, pw| Conv2dKernel::Subgroup(SubgroupTile { winograd: true, ..SubgroupTile::new(tm, nb, ph, pw) });
+    let wtile = |tm, nb, ph, pw| Conv2dKernel::Subgroup(SubgroupTile::new(tm, nb, ph, pw).in_winograd_form());
     for k in [wtile(1, 1, 4, 4), wtile(2, 1, 2, 6), wtile(3, 2, 2, 4), wtile(2, 3, 4, 2)] {
         case(k, same(1, 5, 7, 9, 13, 3));
         case(k, same(4, 6, 4, 4, 17, 3));

@@ -107,7 +107,7 @@ fn input_layouts(gpu: &Gpu, family: petal::gpu::KernelFamily, s: &Conv2dShape, p
         };
         let mut kernels = vec![Conv2dKernel::Generic, own];
         // The Winograd form, where the flipped convolution is a 3x3 at stride 1.
-        let wino = SubgroupTile { winograd: true, ..SubgroupTile::new(2, 1, 4, 4) };
+        let wino = SubgroupTile::new(2, 1, 4, 4).in_winograd_form();
         let flipped = conv2d_backward::flipped_shape(s).unwrap();
         if matches!(own, Conv2dKernel::Subgroup(_)) && petal::kernels::conv2d::winograd_fits(&flipped, &wino) {
             kernels.push(Conv2dKernel::Subgroup(wino));

@@ -88,7 +88,7 @@ fn conv2d_forward_with_f16_activations_matches_reference() {
             }
             if kernels::subgroups_of_8(&gpu) && family == KernelFamily::Cpu {
                 kernels.push(Conv2dKernel::Subgroup(SubgroupTile::new(1, 1, 2, 4)));
-                let wino = SubgroupTile { winograd: true, ..SubgroupTile::new(1, 1, 2, 4) };
+                let wino = SubgroupTile::new(1, 1, 2, 4).in_winograd_form();
                 if kernels::conv2d::winograd_fits(s, &wino) {
                     kernels.push(Conv2dKernel::Subgroup(wino));
                 }

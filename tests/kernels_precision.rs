@@ -110,7 +110,7 @@ fn conv2d_forward_subgroup_blocks_with_packed_weights_match_reference() {
         conv_case(&gpu, k, format, Conv2dShape { upsample: true, ..same(2, 5, 3, 5, 10, 3) }, n);
         // The Winograd form transforms each lane's weights after reading
         // them in their format (and scales the sums at the store).
-        let w = Conv2dKernel::Subgroup(SubgroupTile { winograd: true, ..SubgroupTile::new(2, 1, 2, 4) });
+        let w = Conv2dKernel::Subgroup(SubgroupTile::new(2, 1, 2, 4).in_winograd_form());
         n += 5;
         conv_case(&gpu, w, format, same(2, 5, 7, 9, 13, 3), n);
     }

@@ -415,10 +415,10 @@ fn write_tensors(path: &Path, tensors: &[(String, Vec<usize>, &[f32])]) -> Resul
 }
 
 /// The adapter and precision a parity run measures, on stderr: FP16 or INT8
-/// weights on the `gpu` kernel family run f16 activations
-/// ([`petal::model::Precision::activations`]), which move outputs by more than diffusers'
-/// 1e-3 fixture tolerance (README, *Parity*); `PETAL_ACTIVATIONS=f32` checks
-/// the f32 path.
+/// weights on the `gpu` kernel family run f16 activations where the adapter
+/// has SHADER_F16 ([`petal::model::Precision::activations`]), which move
+/// outputs by more than diffusers' 1e-3 fixture tolerance (README, *Parity*);
+/// `PETAL_ACTIVATIONS=f32` checks the f32 path.
 fn parity_says_what_runs(gpu: &Gpu, unet: &UNet) {
     eprintln!("adapter: {}", gpu.describe());
     eprintln!("weights: {}", unet.precision.describe(gpu));

@@ -159,6 +159,11 @@ impl SubgroupTile {
         SubgroupTile { tm, nb, ph, pw, winograd: false }
     }
 
+    /// The same block in the Winograd form (valid where [`winograd_fits`]).
+    pub const fn in_winograd_form(self) -> SubgroupTile {
+        SubgroupTile { winograd: true, ..self }
+    }
+
     pub fn accumulators(&self) -> u32 {
         self.tm * self.nb * self.ph * self.pw
     }
@@ -349,7 +354,7 @@ pub fn subgroup_tile_for(s: &Conv2dShape) -> SubgroupTile {
     // The Winograd form wherever it applies: 1.2-1.4x the direct form's
     // speed on the UNet's 3x3 convolutions (benches/conv.rs, BENCHMARKS.md).
     // PETAL_WINOGRAD=0 keeps the direct form, for whole-pass comparisons.
-    let w = SubgroupTile { winograd: true, ..t };
+    let w = t.in_winograd_form();
     let off = std::env::var("PETAL_WINOGRAD").as_deref() == Ok("0");
     if !off && winograd_fits(s, &w) && subgroup_key(s, &w, false).is_ok() { w } else { t }
 }
@@ -359,7 +364,7 @@ pub fn subgroup_tile_for(s: &Conv2dShape) -> SubgroupTile {
 /// (even `ph` and `pw`; padding and image edges are the direct form's, read
 /// as zeros and guarded at the store).
 pub fn winograd_fits(s: &Conv2dShape, t: &SubgroupTile) -> bool {
-    s.ksize == 3 && s.stride == 1 && !s.upsample && ci_step(s) == 1 && t.ph.is_multiple_of(2) && t.pw.is_multiple_of(2)
+    s.ksize == 3 && s.stride == 1 && !s.upsample && t.ph.is_multiple_of(2) && t.pw.is_multiple_of(2)
 }
 
 /// y (B, cout, ho, wo) = conv(x (B, cin, h, w), w (cout, cin, k, k)) + epilogue.
@@ -783,7 +788,6 @@ fn subgroup_key(s: &Conv2dShape, t: &SubgroupTile, vec4: bool) -> Result<Pipelin
     let step = ci_step(s);
     let g = WindowGroups { vec4, ncs, ngs, cshift };
     ensure!(!t.winograd || winograd_fits(s, t), "block {t:?} cannot take the Winograd form for {s:?}");
-    let wino = t.winograd;
     let (load, mac) = if step == 4 {
         sections_1x1_by4(t, &g, q)
     } else {
@@ -820,7 +824,7 @@ fn subgroup_key(s: &Conv2dShape, t: &SubgroupTile, vec4: bool) -> Result<Pipelin
                 let _ = writeln!(mac, "        let x{e} = {v};");
             }
         }
-        if wino {
+        if t.winograd {
             // 2x2 output tiles in the Winograd form (winograd_sections).
             let (uload, wmac) = winograd_sections(t, nrs, ncs);
             load.push_str(&uload);
@@ -954,7 +958,7 @@ mod tests {
     #[test]
     fn blocks_by_kind_of_convolution() {
         let same = Conv2dShape::same;
-        let wtile = |tm, nb, ph, pw| SubgroupTile { winograd: true, ..tile(tm, nb, ph, pw) };
+        let wtile = |tm, nb, ph, pw| tile(tm, nb, ph, pw).in_winograd_form();
         let up = |batch, hw| Conv2dShape { upsample: true, ..same(batch, 256, hw, hw, 256, 3) };
         // Upsampled 3x3: the budget goes to pixels (the window is half the
         // block's side), 16x16 or several 8x8 images, 2 channels.
