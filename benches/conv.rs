@@ -17,8 +17,9 @@
 //!
 //! `--op dw` times the weight gradient (conv2d_backward_weight) of the same
 //! shapes instead: variants `generic`, `cpu` and `gpu` (the family's kernel
-//! and blocking) or `dwTMxTC` (the subgroup kernel, TM output channels a
-//! workgroup, TC input channels a lane).
+//! and blocking), `cpu-direct` (the CPU family's blocking without the
+//! Winograd form), or `dwTMxTC` / `dwwTMxTC` (the subgroup kernel, TM output
+//! channels a workgroup, TC input channels a lane; direct / Winograd form).
 //!
 //! On a software adapter the numbers move with other load on the machine
 //! (check `uptime`). `--cpu-time` divides by the CPU time this process used
@@ -28,7 +29,7 @@
 
 use petal::gpu::{Gpu, GpuOptions, TensorView};
 use petal::kernels::conv2d::{Conv2dKernel, conv2d_forward_with, kernel_for};
-use petal::kernels::conv2d_backward::{Conv2dBackwardKernel, WeightGradLayout, conv2d_backward_weight_with};
+use petal::kernels::conv2d_backward::{self, Conv2dBackwardKernel, WeightGradLayout, conv2d_backward_weight_with};
 use petal::kernels::{Conv2dEpilogue, Conv2dShape};
 use petal::model::graph::Op;
 use petal::model::{UNetConfig, unet};
@@ -130,9 +131,21 @@ fn dw_variant(name: &str, gpu: &Gpu, s: &Conv2dShape) -> Option<WeightGradLayout
         // The CPU family's kernel on an adapter with 8-lane subgroups.
         "cpu" => Some(WeightGradLayout::new(gpu, Conv2dBackwardKernel::Subgroup, s)),
         "gpu" => Some(WeightGradLayout::new(gpu, Conv2dBackwardKernel::Tiled, s)),
+        // The CPU family's blocking without the Winograd form.
+        "cpu-direct" => {
+            let l = WeightGradLayout::new(gpu, Conv2dBackwardKernel::Subgroup, s);
+            Some(WeightGradLayout::with_blocking(gpu, l.kernel, s, l.tm, l.tc))
+        }
         other => {
-            let (tm, tc) = other.strip_prefix("dw")?.split_once('x')?;
-            Some(WeightGradLayout::with_blocking(gpu, Conv2dBackwardKernel::Subgroup, s, tm.parse().ok()?, tc.parse().ok()?))
+            // dwTMxTC: the direct form; dwwTMxTC: the Winograd form (where
+            // it applies; the direct form elsewhere).
+            let (wino, rest) = match other.strip_prefix("dww") {
+                Some(rest) => (true, rest),
+                None => (false, other.strip_prefix("dw")?),
+            };
+            let (tm, tc) = rest.split_once('x')?;
+            let l = WeightGradLayout::with_blocking(gpu, Conv2dBackwardKernel::Subgroup, s, tm.parse().ok()?, tc.parse().ok()?);
+            Some(if wino && conv2d_backward::dw_winograd_fits(s) { l.in_winograd_form(gpu, s) } else { l })
         }
     }
 }

@@ -5,19 +5,26 @@
 // 2x). x is (B, cin, h, w), dy (B, cout, ho, wo), dw (cout, cin, K, K).
 // A GEMM with M = cout, N = cin*K*K and a long reduction over B*ho*wo.
 //
-// The reduction runs over row segments of 8 output pixels, ordered down the
-// columns (segment = ((b * segs_per_row + column) * ho + oy)), so that
-// consecutive segments share K - S input rows, which stay in registers: each
-// step loads only S new rows. The dispatch's z cuts the segments into chunks
+// The reduction runs over row segments of 8 output pixels (ROWS rows of
+// them in one step), ordered down the columns (step = ((b * segs_per_row +
+// column) * ho / ROWS + oy / ROWS)), so that consecutive steps share
+// KEEP = (ROWS - 1) S + K - ROWS S input rows, which stay in registers: each
+// step loads only ROWS S new rows. The dispatch's z cuts the steps into chunks
 // of segs_per_chunk, each written (=) to its own copy of dw in `out` (out is
 // dw itself when there is one chunk), which a sum_rows dispatch adds up.
 //
 // Lavapipe shape: one workgroup = one subgroup of 8 lanes covering TM output
 // channels x 8*TC input channels; lane l owns input channels
-// ci0 + l + 8c (c < TC) and keeps TM x TC x K x K sums. For each segment, lane
+// ci0 + l + 8c (c < TC) and keeps TM x TC x AA sums. For each segment, lane
 // l loads dy of pixel l for the TM channels and hands it to the others with
 // subgroupBroadcast; each lane loads its own input rows once and reuses every
 // value for all the taps that read it.
+//
+// FORM (snippets/conv2d_dw_{direct,winograd}.wgsl) says how a step adds to
+// the sums: `direct` steps one output row (ROWS = 1) and keeps K x K sums per
+// channel pair; `winograd` (3x3 at stride 1, even ho) steps two rows and
+// takes each 2x2 tile of dy in the Winograd F(3x3, 2x2) form, keeping the
+// 4 x 4 transformed sums, turned into the 3 x 3 taps once at the end.
 // petal:trusted (indices stay in bounds for sizes its Rust wrapper checks; loops are finite)
 
 // Needs wgpu::Features::SUBGROUP. No `enable subgroups;`: this naga rejects
@@ -36,6 +43,12 @@ const TM: u32 = {{TM}}u;      // output channels per workgroup
 const TC: u32 = {{TC}}u;      // input channels per lane
 const KK: u32 = K * K;
 const NCOL: u32 = 7u * S + K; // input columns a segment of 8 pixels reads
+
+// ROWS (output rows a step), AA (sums kept per output and input channel),
+// taps (those sums as the K x K taps) and the step's accumulation (below).
+// #include "snippets/conv2d_dw_{{FORM}}.wgsl"
+const NR: u32 = (ROWS - 1u) * S + K; // input rows a step reads
+const KEEP: u32 = NR - ROWS * S;     // of which the next step reads again
 
 @group(0) @binding(0) var<uniform> p: Params;
 @group(0) @binding(1) var<storage, read> dy: array<{{DY_T}}>;
@@ -69,29 +82,28 @@ fn main(
     let plane_in = p.h * p.w;
     let plane_out = p.ho * p.wo;
     let segs_per_row = (p.wo + 7u) / 8u;
+    let steps_per_col = p.ho / ROWS; // the Rust wrapper checks ho % ROWS == 0
 
     // Every loop indexes a private array by its own counter over the whole
     // length: that is what makes Mesa's NIR unroll it and keep the arrays in
     // registers.
-    var acc: array<array<array<array<f32, K>, K>, TC>, TM>;
+    var acc: array<array<array<f32, AA>, TC>, TM>;
     for (var m = 0u; m < TM; m++) {
         for (var c = 0u; c < TC; c++) {
-            for (var ky = 0u; ky < K; ky++) {
-                for (var kx = 0u; kx < K; kx++) {
-                    acc[m][c][ky][kx] = 0.0;
-                }
+            for (var i = 0u; i < AA; i++) {
+                acc[m][c][i] = 0.0;
             }
         }
     }
 
     let s_begin = chunk * p.segs_per_chunk;
     let s_end = min(s_begin + p.segs_per_chunk, p.nsegs);
-    var xr: array<array<array<f32, NCOL>, K>, TC>;
+    var xr: array<array<array<f32, NCOL>, NR>, TC>;
     var sg = s_begin;
     while (sg < s_end) {
         // A run down one column of segments, to the column's or chunk's end.
-        let col = sg / p.ho;
-        let run_end = min(s_end, (col + 1u) * p.ho);
+        let col = sg / steps_per_col;
+        let run_end = min(s_end, (col + 1u) * steps_per_col);
         let ox0 = (col % segs_per_row) * 8u;
         let b = col / segs_per_row;
         let ix0 = i32(ox0 * S) - i32(p.pad_left);
@@ -100,41 +112,31 @@ fn main(
             xb[c] = (b * p.cin + cis[c]) * plane_in;
         }
         // The rows the first step shares with a previous one.
-        let iy_first = i32((sg % p.ho) * S) - i32(p.pad_top);
+        let iy_first = i32((sg % steps_per_col) * ROWS * S) - i32(p.pad_top);
         for (var c = 0u; c < TC; c++) {
-            for (var ky = 0u; ky < K - S; ky++) {
+            for (var ky = 0u; ky < KEEP; ky++) {
                 xr[c][ky] = load_row(xb[c], iy_first + i32(ky), ix0);
             }
         }
         for (; sg < run_end; sg++) {
-            let oy = sg % p.ho;
+            let oy = (sg % steps_per_col) * ROWS;
             let iy0 = i32(oy * S) - i32(p.pad_top);
             for (var c = 0u; c < TC; c++) {
-                for (var ky = K - S; ky < K; ky++) {
+                for (var ky = KEEP; ky < NR; ky++) {
                     xr[c][ky] = load_row(xb[c], iy0 + i32(ky), ix0);
                 }
             }
-            // dy of the segment for the TM output channels, this lane's share.
-            let dl = dy_load(b * p.cout * plane_out + oy * p.wo, co0, ox0, lane);
-            for (var m = 0u; m < TM; m++) {
-                let d = dy_bcast(dl, m);
-                for (var c = 0u; c < TC; c++) {
-                    for (var ky = 0u; ky < K; ky++) {
-                        for (var kx = 0u; kx < K; kx++) {
-                            // Lane l's pixel reads x at column l * S + kx of the row.
-                            var u: array<f32, 8>;
-                            for (var l = 0u; l < 8u; l++) {
-                                u[l] = xr[c][ky][l * S + kx];
-                            }
-                            acc[m][c][ky][kx] += dot8(d, u);
-                        }
-                    }
-                }
+            // dy of the segment's ROWS rows for the TM output channels, this
+            // lane's share.
+            var dl: array<DyLane, ROWS>;
+            for (var r = 0u; r < ROWS; r++) {
+                dl[r] = dy_load(b * p.cout * plane_out + (oy + r) * p.wo, co0, ox0, lane);
             }
-            // The next step's first K - S rows are this step's last.
+            accumulate(&acc, &xr, dl);
+            // The next step's first KEEP rows are this step's last.
             for (var c = 0u; c < TC; c++) {
-                for (var ky = 0u; ky < K - S; ky++) {
-                    xr[c][ky] = xr[c][ky + S];
+                for (var ky = 0u; ky < KEEP; ky++) {
+                    xr[c][ky] = xr[c][ky + ROWS * S];
                 }
             }
         }
@@ -153,10 +155,9 @@ fn main(
                 break;
             }
             let o = obase + (co * p.cin + ci) * KK;
-            for (var ky = 0u; ky < K; ky++) {
-                for (var kx = 0u; kx < K; kx++) {
-                    out[o + ky * K + kx] = acc[m][c][ky][kx] * p.inv_div;
-                }
+            let w = taps(acc[m][c]);
+            for (var i = 0u; i < KK; i++) {
+                out[o + i] = w[i] * p.inv_div;
             }
         }
     }

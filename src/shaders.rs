@@ -79,6 +79,8 @@ pub const SNIPPETS: &[(&str, &str)] = &[
     ("snippets/tile64.wgsl", include_str!("../shaders/snippets/tile64.wgsl")),
     ("snippets/broadcast8.wgsl", include_str!("../shaders/snippets/broadcast8.wgsl")),
     ("snippets/conv2d_epilogue.wgsl", include_str!("../shaders/snippets/conv2d_epilogue.wgsl")),
+    ("snippets/conv2d_dw_direct.wgsl", include_str!("../shaders/snippets/conv2d_dw_direct.wgsl")),
+    ("snippets/conv2d_dw_winograd.wgsl", include_str!("../shaders/snippets/conv2d_dw_winograd.wgsl")),
     ("snippets/conv2d_dw_x_scalar.wgsl", include_str!("../shaders/snippets/conv2d_dw_x_scalar.wgsl")),
     ("snippets/conv2d_dw_x_vec4.wgsl", include_str!("../shaders/snippets/conv2d_dw_x_vec4.wgsl")),
     ("snippets/conv2d_dw_dy_scalar.wgsl", include_str!("../shaders/snippets/conv2d_dw_dy_scalar.wgsl")),

@@ -58,6 +58,13 @@ fn conv_cases() -> Vec<(Conv2dShape, f32, bool)> {
         (shape(2, 5, 7, 9, 4, 3, 2, [1; 4], false), 1.0, false),
         // Odd input with asymmetric padding, more channels.
         (shape(1, 11, 9, 11, 10, 3, 2, [0, 0, 1, 1], false), 1.0, false),
+        // 3x3 at stride 1 with an even number of output rows, which the CPU
+        // family's dw kernel takes in the Winograd form: ragged channels
+        // (32 x 4 blocking in production), rows of 4k columns (vec4 loads),
+        // no padding.
+        (Conv2dShape::same(2, 37, 6, 11, 35, 3), 1.5, true),
+        (Conv2dShape::same(2, 6, 6, 8, 7, 3), 1.0, false),
+        (shape(2, 5, 6, 9, 6, 3, 1, [0; 4], false), 1.0, false),
         // Upsample2D: nearest 2x fused into the input.
         (shape(2, 7, 3, 5, 6, 3, 1, [1; 4], true), 1.0, false),
         (shape(1, 12, 4, 7, 10, 3, 1, [1; 4], true), 1.0, false),
@@ -224,11 +231,17 @@ fn conv2d_backward_weight_matches_reference() {
             let want = rb::conv2d_backward_weight(&dy, &x, &s, out_div);
             let (dyv, xv) = (upload(&gpu, &dy), upload(&gpu, &x));
             // The adapter's layout, then the reduction cut into short chunks
-            // (summed by a second dispatch through scratch).
+            // (summed by a second dispatch through scratch); where the
+            // subgroup kernel can take the Winograd form, both forms.
             let auto = weight_layout(&gpu, &s, production);
-            let mut chunked = auto;
-            chunked.chunks = auto.nsegs(&s).div_ceil(3);
-            for layout in [auto, chunked] {
+            let mut layouts = vec![auto];
+            if auto.kernel == Conv2dBackwardKernel::Subgroup && conv2d_backward::dw_winograd_fits(&s) {
+                layouts.push(WeightGradLayout { winograd: !auto.winograd, ..auto });
+            }
+            for l in layouts.clone() {
+                layouts.push(WeightGradLayout { chunks: l.nsegs(&s).div_ceil(3), ..l });
+            }
+            for layout in layouts {
                 let dw = upload(&gpu, &randn(seed + 2, s.weight_len(), 1.0));
                 let need = layout.scratch_len(&s);
                 let scratch = (need > 0).then(|| upload(&gpu, &randn(seed + 3, need + 5, 1.0)));
@@ -267,6 +280,13 @@ fn conv2d_backward_weight_wants_its_scratch() {
         let big = WeightGradLayout { tm: 64, chunks: 1, ..layout };
         let err = conv2d_backward::conv2d_backward_weight_with(&gpu, &big, "dw", &dw, None, &dy, &x, &s, 1.0).err().expect("64 output channels refused");
         assert!(format!("{err:#}").contains("at most 32 output channels"), "{err:#}");
+        // The Winograd form steps two output rows: an odd count is refused.
+        let odd = Conv2dShape::same(1, 4, 5, 6, 4, 3);
+        assert!(!conv2d_backward::dw_winograd_fits(&odd));
+        let wino = WeightGradLayout { winograd: true, chunks: 1, ..weight_layout(&gpu, &odd, false) };
+        let (dy2, x2, dw2) = (zeros(&gpu, odd.out_len()), zeros(&gpu, odd.in_len()), zeros(&gpu, odd.weight_len()));
+        let err = conv2d_backward::conv2d_backward_weight_with(&gpu, &wino, "dw", &dw2, None, &dy2, &x2, &odd, 1.0).err().expect("odd rows refused");
+        assert!(format!("{err:#}").contains("even number of output rows"), "{err:#}");
     }
     // The public entry point sizes scratch itself.
     let need = kernels::conv2d_backward_weight_scratch_len(&gpu, &s);

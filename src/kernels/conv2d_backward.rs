@@ -469,6 +469,16 @@ pub struct WeightGradLayout {
     pub tc: u32,
     /// Chunks asked for (fewer are used when the reduction is shorter).
     pub chunks: u32,
+    /// Subgroup kernel only: take 2x2 tiles of dy in the Winograd F(3x3, 2x2)
+    /// form (snippets/conv2d_dw_winograd.wgsl); needs [`dw_winograd_fits`].
+    pub winograd: bool,
+}
+
+/// Whether the subgroup dw kernel can take `s` in the Winograd form: a 3x3
+/// kernel at stride 1 (upsampled or not) and an even number of output rows,
+/// which its steps take two at a time.
+pub fn dw_winograd_fits(s: &Conv2dShape) -> bool {
+    s.ksize == 3 && s.stride == 1 && s.out_hw().0.is_multiple_of(2)
 }
 
 impl WeightGradLayout {
@@ -485,14 +495,44 @@ impl WeightGradLayout {
             // 9 taps per lane (8 input channels for 1x1).
             Conv2dBackwardKernel::Subgroup => (if s.cout <= 8 { 8 } else { 32 }, if s.ksize == 1 { 8 } else { 2 }),
         };
-        Self::with_blocking(gpu, kernel, s, tm, tc)
+        // The Winograd form where it applies and the workgroup has 32 output
+        // channels to share its transforms (with conv_out's 3, the
+        // transforms cost more than they save), with 4 input channels a lane
+        // where there are 32 to fill the workgroup. Measured on lavapipe at
+        // b64 (benches/conv.rs --op dw, BENCHMARKS.md): cifar10-32's 3x3
+        // layers at stride 1 1.1-1.4x the direct form's speed with 32 x 4,
+        // less with 32 x 2; conv_out's 8 x 2 at 0.6x.
+        // PETAL_WINOGRAD=0 keeps the direct form, as for the forward pass.
+        let off = std::env::var("PETAL_WINOGRAD").as_deref() == Ok("0");
+        if kernel == Conv2dBackwardKernel::Subgroup && tm == 32 && dw_winograd_fits(s) && !off {
+            let tc = if s.cin >= 32 { 4 } else { tc };
+            Self::with_blocking(gpu, kernel, s, tm, tc).in_winograd_form(gpu, s)
+        } else {
+            Self::with_blocking(gpu, kernel, s, tm, tc)
+        }
+    }
+
+    /// This layout with the subgroup kernel's Winograd form (and its chunks
+    /// recounted: a step takes two output rows). The caller checks
+    /// [`dw_winograd_fits`]; [`conv2d_backward_weight_with`] refuses the rest.
+    pub fn in_winograd_form(self, gpu: &Gpu, s: &Conv2dShape) -> WeightGradLayout {
+        let mut l = WeightGradLayout { winograd: true, ..self };
+        l.fill_chunks(gpu, s);
+        l
     }
 
     /// A layout with the blocking given (`tm` output channels a workgroup,
     /// `tc` input channels a lane for the subgroup kernel), and enough chunks
-    /// to keep this adapter busy. For benches/conv.rs; [`Self::new`] picks.
+    /// to keep this adapter busy, in the direct form. For benches/conv.rs;
+    /// [`Self::new`] picks.
     pub fn with_blocking(gpu: &Gpu, kernel: Conv2dBackwardKernel, s: &Conv2dShape, tm: u32, tc: u32) -> WeightGradLayout {
-        let mut l = WeightGradLayout { kernel, tm, tc, chunks: 1 };
+        let mut l = WeightGradLayout { kernel, tm, tc, chunks: 1, winograd: false };
+        l.fill_chunks(gpu, s);
+        l
+    }
+
+    fn fill_chunks(&mut self, gpu: &Gpu, s: &Conv2dShape) {
+        let l = self;
         // Enough workgroups to fill the adapter, but every chunk at least
         // min_segs long and at most max_chunks copies of dw.
         let (target, min_segs, max_chunks) = match gpu.info.device_type {
@@ -501,7 +541,6 @@ impl WeightGradLayout {
         };
         let [gx, gy] = l.grid_xy(s);
         l.chunks = target.div_ceil(gx * gy).min(l.nsegs(s).div_ceil(min_segs)).clamp(1, max_chunks);
-        l
     }
 
     /// Output pixels per reduction step: a row segment.
@@ -513,13 +552,18 @@ impl WeightGradLayout {
         }
     }
 
-    /// Row segments the reduction runs over.
+    /// Output rows a reduction step takes (2 in the Winograd form).
+    fn rows(&self) -> u32 {
+        if self.winograd { 2 } else { 1 }
+    }
+
+    /// Row segments (of `rows` rows) the reduction runs over.
     pub fn nsegs(&self, s: &Conv2dShape) -> u32 {
         let (ho, wo) = s.out_hw();
         match self.kernel {
             // Steps of 16 pixels over all batch x ho x wo output pixels.
             Conv2dBackwardKernel::Tiled => (s.batch * ho * wo).div_ceil(self.seg()),
-            _ => s.batch * ho * wo.div_ceil(self.seg()),
+            _ => s.batch * ho.div_ceil(self.rows()) * wo.div_ceil(self.seg()),
         }
     }
 
@@ -601,6 +645,10 @@ pub fn conv2d_backward_weight_with(
     let l = layout;
     ensure!(l.tm > 0 && l.tc > 0, "{label}: empty layout {l:?}");
     ensure!(l.kernel == Conv2dBackwardKernel::Subgroup || l.tc == 1, "{label}: the generic kernel takes tc = 1");
+    ensure!(
+        !l.winograd || (l.kernel == Conv2dBackwardKernel::Subgroup && dw_winograd_fits(s)),
+        "{label}: the Winograd form needs the subgroup kernel, a 3x3 kernel at stride 1 and an even number of output rows"
+    );
     let chunks = l.chunks_used(s);
     let params = WeightParams {
         batch: s.batch,
@@ -650,7 +698,8 @@ pub fn conv2d_backward_weight_with(
                 .define("K", s.ksize)
                 .define("S", s.stride)
                 .define("TM", l.tm)
-                .define("TC", l.tc);
+                .define("TC", l.tc)
+                .define("FORM", if l.winograd { "winograd" } else { "direct" });
             // Four values a load where rows come in whole, aligned vec4s
             // (the snippets conv2d_dw_{x,dy}_vec4.wgsl say why and how).
             let key = if !s.upsample && s.w.is_multiple_of(4) && x.dtype == Dtype::F32 {

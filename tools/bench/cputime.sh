@@ -15,7 +15,8 @@
 # cifar10-32 training step 2): cifar10-32 forward at batch 1 and 16 (5
 # repeats), small forward at batch 1 and 16 (10 repeats), small training
 # step at batch 64 (3 repeats), cifar10-32 training step at batch 64 (1
-# repeat). WORKLOADS=forward skips the training steps. Pipelines come from
+# repeat). WORKLOADS=forward skips the training steps, WORKLOADS=train the
+# forward passes. Pipelines come from
 # Mesa's disk cache when an earlier run filled it; set-up and the warm-up
 # pass are included and are the same for every build.
 set -uo pipefail
@@ -39,8 +40,10 @@ run_all() { # rounds, bench args...
 }
 BUILDS=("$@")
 echo "== start $(date +%T) load $(cat /proc/loadavg)" | tee -a "$OUT/cputime.log"
-run_all "$ROUNDS" --config cifar10-32 --forward-batches 1,16 --sample-batches "" --train-batches "" --repeats 5
-run_all "$ROUNDS" --config small --forward-batches 1,16 --sample-batches "" --train-batches "" --repeats 10
+if [ "${WORKLOADS:-all}" != train ]; then
+  run_all "$ROUNDS" --config cifar10-32 --forward-batches 1,16 --sample-batches "" --train-batches "" --repeats 5
+  run_all "$ROUNDS" --config small --forward-batches 1,16 --sample-batches "" --train-batches "" --repeats 10
+fi
 if [ "${WORKLOADS:-all}" != forward ]; then
   run_all "$ROUNDS" --config small --forward-batches "" --sample-batches "" --train-batches 64 --repeats 3
   run_all $((ROUNDS > 2 ? 2 : ROUNDS)) --config cifar10-32 --forward-batches "" --sample-batches "" --train-batches 64 --repeats 1
