@@ -132,10 +132,7 @@ fn dw_variant(name: &str, gpu: &Gpu, s: &Conv2dShape) -> Option<WeightGradLayout
         "cpu" => Some(WeightGradLayout::new(gpu, Conv2dBackwardKernel::Subgroup, s)),
         "gpu" => Some(WeightGradLayout::new(gpu, Conv2dBackwardKernel::Tiled, s)),
         // The CPU family's blocking without the Winograd form.
-        "cpu-direct" => {
-            let l = WeightGradLayout::new(gpu, Conv2dBackwardKernel::Subgroup, s);
-            Some(WeightGradLayout::with_blocking(gpu, l.kernel, s, l.tm, l.tc))
-        }
+        "cpu-direct" => Some(WeightGradLayout::new_direct(gpu, Conv2dBackwardKernel::Subgroup, s)),
         other => {
             // dwTMxTC: the direct form; dwwTMxTC: the Winograd form (where
             // it applies; the direct form elsewhere).

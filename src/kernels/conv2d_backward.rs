@@ -485,6 +485,27 @@ impl WeightGradLayout {
     /// The blocking measured fastest for `s`, and enough chunks to keep this
     /// adapter busy.
     pub fn new(gpu: &Gpu, kernel: Conv2dBackwardKernel, s: &Conv2dShape) -> WeightGradLayout {
+        let direct = Self::new_direct(gpu, kernel, s);
+        // The Winograd form where it applies and the workgroup has 32 output
+        // channels to share its transforms (with conv_out's 3, the
+        // transforms cost more than they save), with 4 input channels a lane
+        // where there are 32 to fill the workgroup. Measured on lavapipe at
+        // b64 (benches/conv.rs --op dw, BENCHMARKS.md): the 3x3 stride-1
+        // layers 1.1-1.4x the direct form's speed with 32 x 4, less with
+        // 32 x 2; conv_out's 8 x 2 at 0.6x.
+        // PETAL_WINOGRAD=0 keeps the direct form, as for the forward pass.
+        let off = std::env::var("PETAL_WINOGRAD").as_deref() == Ok("0");
+        if direct.kernel == Conv2dBackwardKernel::Subgroup && direct.tm == 32 && dw_winograd_fits(s) && !off {
+            let tc = if s.cin >= 32 { 4 } else { direct.tc };
+            Self::with_blocking(gpu, direct.kernel, s, direct.tm, tc).in_winograd_form(gpu, s)
+        } else {
+            direct
+        }
+    }
+
+    /// The blocking measured fastest for `s` in the direct form (what
+    /// [`Self::new`] picks with `PETAL_WINOGRAD=0`).
+    pub fn new_direct(gpu: &Gpu, kernel: Conv2dBackwardKernel, s: &Conv2dShape) -> WeightGradLayout {
         // The subgroup kernel keeps K - S input rows between steps.
         let kernel = if s.ksize < s.stride { Conv2dBackwardKernel::Generic } else { kernel };
         let (tm, tc) = match kernel {
@@ -495,21 +516,7 @@ impl WeightGradLayout {
             // 9 taps per lane (8 input channels for 1x1).
             Conv2dBackwardKernel::Subgroup => (if s.cout <= 8 { 8 } else { 32 }, if s.ksize == 1 { 8 } else { 2 }),
         };
-        // The Winograd form where it applies and the workgroup has 32 output
-        // channels to share its transforms (with conv_out's 3, the
-        // transforms cost more than they save), with 4 input channels a lane
-        // where there are 32 to fill the workgroup. Measured on lavapipe at
-        // b64 (benches/conv.rs --op dw, BENCHMARKS.md): cifar10-32's 3x3
-        // layers at stride 1 1.1-1.4x the direct form's speed with 32 x 4,
-        // less with 32 x 2; conv_out's 8 x 2 at 0.6x.
-        // PETAL_WINOGRAD=0 keeps the direct form, as for the forward pass.
-        let off = std::env::var("PETAL_WINOGRAD").as_deref() == Ok("0");
-        if kernel == Conv2dBackwardKernel::Subgroup && tm == 32 && dw_winograd_fits(s) && !off {
-            let tc = if s.cin >= 32 { 4 } else { tc };
-            Self::with_blocking(gpu, kernel, s, tm, tc).in_winograd_form(gpu, s)
-        } else {
-            Self::with_blocking(gpu, kernel, s, tm, tc)
-        }
+        Self::with_blocking(gpu, kernel, s, tm, tc)
     }
 
     /// This layout with the subgroup kernel's Winograd form (and its chunks
