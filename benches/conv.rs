@@ -207,7 +207,8 @@ fn main() -> anyhow::Result<()> {
                         continue;
                     };
                     if vname == "cpu" || vname == "gpu" {
-                        picked.push(format!("{vname}={:?} {}x{} /{}", l.kernel, l.tm, l.tc, l.chunks_used(&s)));
+                        let form = if l.winograd { " winograd" } else { "" };
+                        picked.push(format!("{vname}={:?} {}x{}{form} /{}", l.kernel, l.tm, l.tc, l.chunks_used(&s)));
                     }
                     let need = l.scratch_len(&s);
                     let scratch = (need > 0).then(|| TensorView::whole(gpu.storage_buffer("scratch", need as u64 * 4)));

@@ -6,12 +6,13 @@
 // A GEMM with M = cout, N = cin*K*K and a long reduction over B*ho*wo.
 //
 // The reduction runs over row segments of 8 output pixels (ROWS rows of
-// them in one step), ordered down the columns (step = ((b * segs_per_row +
-// column) * ho / ROWS + oy / ROWS)), so that consecutive steps share
-// KEEP = (ROWS - 1) S + K - ROWS S input rows, which stay in registers: each
-// step loads only ROWS S new rows. The dispatch's z cuts the steps into chunks
-// of segs_per_chunk, each written (=) to its own copy of dw in `out` (out is
-// dw itself when there is one chunk), which a sum_rows dispatch adds up.
+// them in one step, reading NR = (ROWS - 1) S + K input rows), ordered down
+// the columns (step = ((b * segs_per_row + column) * ho / ROWS + oy / ROWS)),
+// so that consecutive steps share KEEP = K - S input rows, which stay in
+// registers: each step loads only ROWS S new rows. The dispatch's z cuts the
+// steps (nsegs of them) into chunks of segs_per_chunk, each written (=) to
+// its own copy of dw in `out` (out is dw itself when there is one chunk),
+// which a sum_rows dispatch adds up.
 //
 // Lavapipe shape: one workgroup = one subgroup of 8 lanes covering TM output
 // channels x 8*TC input channels; lane l owns input channels
@@ -48,7 +49,7 @@ const NCOL: u32 = 7u * S + K; // input columns a segment of 8 pixels reads
 // taps (those sums as the K x K taps) and the step's accumulation (below).
 // #include "snippets/conv2d_dw_{{FORM}}.wgsl"
 const NR: u32 = (ROWS - 1u) * S + K; // input rows a step reads
-const KEEP: u32 = NR - ROWS * S;     // of which the next step reads again
+const KEEP: u32 = NR - ROWS * S;     // of which the next step reads again (K - S)
 
 @group(0) @binding(0) var<uniform> p: Params;
 @group(0) @binding(1) var<storage, read> dy: array<{{DY_T}}>;

@@ -60,9 +60,10 @@ fn conv_cases() -> Vec<(Conv2dShape, f32, bool)> {
         (shape(1, 11, 9, 11, 10, 3, 2, [0, 0, 1, 1], false), 1.0, false),
         // 3x3 at stride 1 with an even number of output rows, which the CPU
         // family's dw kernel takes in the Winograd form: ragged channels
-        // (32 x 4 blocking in production), rows of 4k columns (vec4 loads),
-        // no padding.
+        // with the 32 x 4 blocking of production, through one-value and
+        // vec4 loads; rows of 4k columns (vec4 loads); no padding.
         (Conv2dShape::same(2, 37, 6, 11, 35, 3), 1.5, true),
+        (Conv2dShape::same(2, 37, 6, 12, 35, 3), 1.0, true),
         (Conv2dShape::same(2, 6, 6, 8, 7, 3), 1.0, false),
         (shape(2, 5, 6, 9, 6, 3, 1, [0; 4], false), 1.0, false),
         // Upsample2D: nearest 2x fused into the input.
@@ -238,8 +239,10 @@ fn conv2d_backward_weight_matches_reference() {
             if auto.kernel == Conv2dBackwardKernel::Subgroup && conv2d_backward::dw_winograd_fits(&s) {
                 layouts.push(WeightGradLayout { winograd: !auto.winograd, ..auto });
             }
+            // Chunks of two steps: most start inside a column of steps (the
+            // Winograd form's columns have ho / 2 of them).
             for l in layouts.clone() {
-                layouts.push(WeightGradLayout { chunks: l.nsegs(&s).div_ceil(3), ..l });
+                layouts.push(WeightGradLayout { chunks: l.nsegs(&s).div_ceil(2), ..l });
             }
             for layout in layouts {
                 let dw = upload(&gpu, &randn(seed + 2, s.weight_len(), 1.0));

@@ -487,12 +487,13 @@ impl WeightGradLayout {
     pub fn new(gpu: &Gpu, kernel: Conv2dBackwardKernel, s: &Conv2dShape) -> WeightGradLayout {
         let direct = Self::new_direct(gpu, kernel, s);
         // The Winograd form where it applies and the workgroup has 32 output
-        // channels to share its transforms (with conv_out's 3, the
-        // transforms cost more than they save), with 4 input channels a lane
-        // where there are 32 to fill the workgroup. Measured on lavapipe at
-        // b64 (benches/conv.rs --op dw, BENCHMARKS.md): the 3x3 stride-1
-        // layers 1.1-1.4x the direct form's speed with 32 x 4, less with
-        // 32 x 2; conv_out's 8 x 2 at 0.6x.
+        // channels (cout > 8) to share its transforms (with conv_out's 3,
+        // the transforms cost more than they save), with 4 input channels a
+        // lane where there are 32 to fill the workgroup. Measured on
+        // lavapipe at b64 (benches/conv.rs --op dw, BENCHMARKS.md): the 3x3
+        // stride-1 layers at 8x8 and up 1.2-1.5x the direct form's speed
+        // with 32 x 4 on cifar10-32, 1.07-1.3x on the small model's narrower
+        // ones, less with 32 x 2; conv_out's 8 x 2 at 0.6x.
         // PETAL_WINOGRAD=0 keeps the direct form, as for the forward pass.
         let off = std::env::var("PETAL_WINOGRAD").as_deref() == Ok("0");
         if direct.kernel == Conv2dBackwardKernel::Subgroup && direct.tm == 32 && dw_winograd_fits(s) && !off {
@@ -519,8 +520,9 @@ impl WeightGradLayout {
         Self::with_blocking(gpu, kernel, s, tm, tc)
     }
 
-    /// This layout with the subgroup kernel's Winograd form (and its chunks
-    /// recounted: a step takes two output rows). The caller checks
+    /// This layout with the subgroup kernel's Winograd form, its chunks
+    /// recounted for the adapter (a step takes two output rows; a `chunks`
+    /// set by hand is replaced). The caller checks
     /// [`dw_winograd_fits`]; [`conv2d_backward_weight_with`] refuses the rest.
     pub fn in_winograd_form(self, gpu: &Gpu, s: &Conv2dShape) -> WeightGradLayout {
         let mut l = WeightGradLayout { winograd: true, ..self };
@@ -539,15 +541,14 @@ impl WeightGradLayout {
     }
 
     fn fill_chunks(&mut self, gpu: &Gpu, s: &Conv2dShape) {
-        let l = self;
         // Enough workgroups to fill the adapter, but every chunk at least
         // min_segs long and at most max_chunks copies of dw.
         let (target, min_segs, max_chunks) = match gpu.info.device_type {
             wgpu::DeviceType::Cpu => (32u32, 64u32, 16u32),
             _ => (1024, 32, 64),
         };
-        let [gx, gy] = l.grid_xy(s);
-        l.chunks = target.div_ceil(gx * gy).min(l.nsegs(s).div_ceil(min_segs)).clamp(1, max_chunks);
+        let [gx, gy] = self.grid_xy(s);
+        self.chunks = target.div_ceil(gx * gy).min(self.nsegs(s).div_ceil(min_segs)).clamp(1, max_chunks);
     }
 
     /// Output pixels per reduction step: a row segment.
