@@ -353,10 +353,9 @@ pub fn subgroup_tile_for(s: &Conv2dShape) -> SubgroupTile {
     }
     // The Winograd form wherever it applies: 1.2-1.4x the direct form's
     // speed on the UNet's 3x3 convolutions (benches/conv.rs, BENCHMARKS.md).
-    // PETAL_WINOGRAD=0 keeps the direct form, for whole-pass comparisons.
+    // PETAL_WINOGRAD=0 keeps the direct form (super::winograd_enabled).
     let w = t.in_winograd_form();
-    let off = std::env::var("PETAL_WINOGRAD").as_deref() == Ok("0");
-    if !off && winograd_fits(s, &w) && subgroup_key(s, &w, false).is_ok() { w } else { t }
+    if super::winograd_enabled() && winograd_fits(s, &w) && subgroup_key(s, &w, false).is_ok() { w } else { t }
 }
 
 /// Whether block `t` can take the Winograd F(2x2, 3x3) form for `s`: a 3x3

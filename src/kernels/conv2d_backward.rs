@@ -494,11 +494,10 @@ impl WeightGradLayout {
         // stride-1 layers at 8x8 and up 1.2-1.5x the direct form's speed
         // with 32 x 4 on cifar10-32, 1.07-1.3x on the small model's narrower
         // ones, less with 32 x 2; conv_out's 8 x 2 at 0.6x.
-        // PETAL_WINOGRAD=0 keeps the direct form, as for the forward pass.
-        let off = std::env::var("PETAL_WINOGRAD").as_deref() == Ok("0");
-        if direct.kernel == Conv2dBackwardKernel::Subgroup && direct.tm == 32 && dw_winograd_fits(s) && !off {
+        // PETAL_WINOGRAD=0 keeps the direct form (super::winograd_enabled).
+        if direct.kernel == Conv2dBackwardKernel::Subgroup && direct.tm == 32 && dw_winograd_fits(s) && super::winograd_enabled() {
             let tc = if s.cin >= 32 { 4 } else { direct.tc };
-            Self::with_blocking(gpu, direct.kernel, s, direct.tm, tc).in_winograd_form(gpu, s)
+            WeightGradLayout { tc, ..direct }.in_winograd_form(gpu, s)
         } else {
             direct
         }

@@ -81,6 +81,13 @@ pub fn subgroups_of_8(gpu: &crate::gpu::Gpu) -> bool {
     gpu.has_subgroups() && gpu.info.subgroup_min_size == 8 && gpu.info.subgroup_max_size == 8
 }
 
+/// Whether the CPU family's kernels may take the Winograd form (the conv
+/// forward's F(2x2, 3x3) and the weight gradient's F(3x3, 2x2)):
+/// `PETAL_WINOGRAD=0` keeps the direct forms, for whole-pass comparisons.
+pub fn winograd_enabled() -> bool {
+    std::env::var("PETAL_WINOGRAD").as_deref() != Ok("0")
+}
+
 /// Whether this adapter uses the CPU family's subgroup kernels (software
 /// adapters such as lavapipe with 8-lane subgroups).
 pub fn cpu_subgroup_kernels(gpu: &crate::gpu::Gpu) -> bool {
