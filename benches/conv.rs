@@ -8,8 +8,11 @@
 //!
 //! Variants (default generic,cpu): `generic` (the fallback kernel), `cpu` and
 //! `gpu` (what each kernel family picks for the shape), `cpu-direct` (the
-//! CPU family's block without the Winograd form), or an explicit kernel
-//! (`Conv2dKernel::parse`: `tiled`, `tiled-splitN`, `sgTMxNBxPHxPW`). FILTER keeps shapes whose
+//! CPU family's block without the Winograd form), `cpu-blocks-first` (the
+//! CPU family's block with the grid's blocks walked before its channel
+//! groups), or an explicit kernel
+//! (`Conv2dKernel::parse`: `tiled`, `tiled-splitN`, `sgTMxNBxPHxPW`, `sgw...`
+//! for the Winograd form, `...g` for channel groups first). FILTER keeps shapes whose
 //! name contains it; names give the input size, so `16x16 256->256 k3up`
 //! writes 32x32. Each timed run is one submission of N back-to-back dispatches
 //! of the same convolution (N sized from a warm-up so that a run takes about
@@ -113,6 +116,11 @@ fn variant(name: &str, gpu: &Gpu, s: &Conv2dShape) -> Option<Conv2dKernel> {
         // The CPU family's block computed directly, never in Winograd form.
         "cpu-direct" => match kernel_for(gpu, petal::gpu::KernelFamily::Cpu, s) {
             Conv2dKernel::Subgroup(t) => Conv2dKernel::Subgroup(petal::kernels::conv2d::SubgroupTile { winograd: false, ..t }),
+            k => k,
+        },
+        // The CPU family's block with the grid's blocks walked first.
+        "cpu-blocks-first" => match kernel_for(gpu, petal::gpu::KernelFamily::Cpu, s) {
+            Conv2dKernel::Subgroup(t) => Conv2dKernel::Subgroup(petal::kernels::conv2d::SubgroupTile { groups_inner: false, ..t }),
             k => k,
         },
         other => Conv2dKernel::parse(other)?,

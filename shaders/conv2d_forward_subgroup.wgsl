@@ -34,7 +34,10 @@
 //
 // One workgroup is one subgroup of 8 lanes (the adapter's subgroup size must
 // be 8, which conv2d.rs checks). Grid: x = blocks (image groups x block rows x
-// block columns), y = groups of 8 TM output channels.
+// block columns), y = groups of 8 TM output channels, or the two swapped
+// (BLOCK_AXIS, GROUP_AXIS): llvmpipe gives each thread one run of
+// consecutive workgroups in grid order, x fastest (lp_cs_tpool.c), so with
+// groups in x a thread computes a block's channel groups one after another.
 //
 // Subgroup builtins are used without `enable subgroups;`: naga 30 rejects the
 // directive (gfx-rs/wgpu#5555) and accepts the builtins when the device has
@@ -78,12 +81,15 @@ fn main(
     @builtin(workgroup_id) wid: vec3<u32>,
     @builtin(subgroup_invocation_id) lane: u32,
 ) {
+    // The block and the group of 8 TM output channels: grid x walks the
+    // blocks and y the groups, or (groups_inner in conv2d.rs) the reverse.
+    let block = wid.{{BLOCK_AXIS}};
     let blocks_w = (p.wo + PW - 1u) / PW;
     let blocks_h = (p.ho + PH - 1u) / PH;
-    let ox0 = (wid.x % blocks_w) * PW;
-    let oy0 = ((wid.x / blocks_w) % blocks_h) * PH;
-    let b0 = (wid.x / (blocks_w * blocks_h)) * NB;
-    let co0 = wid.y * TM * 8u;
+    let ox0 = (block % blocks_w) * PW;
+    let oy0 = ((block / blocks_w) % blocks_h) * PH;
+    let b0 = (block / (blocks_w * blocks_h)) * NB;
+    let co0 = wid.{{GROUP_AXIS}} * TM * 8u;
     let plane = p.h * p.w;
     let hs = i32(p.h);
     let ws = i32(p.w);

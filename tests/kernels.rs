@@ -172,6 +172,14 @@ fn conv2d_forward_subgroup_blocks_match_reference() {
     case(wtile(2, 1, 4, 8), same(2, 5, 7, 12, 9, 3));
     case(wtile(1, 2, 2, 4), same(3, 4, 3, 8, 6, 3));
     case(wtile(1, 1, 2, 2), Conv2dShape { pad: [0; 4], ..same(2, 3, 6, 7, 5, 3) });
+    // The grid walking a block's channel groups first (x = groups, y =
+    // blocks): several groups with the last one ragged, blocks overhanging
+    // the image, several images a block, both forms, 1x1 and upsampled.
+    let groups_inner = |t: SubgroupTile| Conv2dKernel::Subgroup(t.with_groups_inner());
+    case(groups_inner(SubgroupTile::new(1, 1, 4, 4)), same(2, 5, 7, 9, 29, 3));
+    case(groups_inner(SubgroupTile::new(2, 1, 2, 6).in_winograd_form()), same(3, 4, 6, 9, 37, 3));
+    case(groups_inner(SubgroupTile::new(1, 2, 4, 4)), same(3, 8, 8, 8, 20, 1));
+    case(groups_inner(SubgroupTile::new(1, 1, 4, 8)), upsampled(same(2, 3, 3, 8, 33, 3)));
     // The blocks the CPU family picks for the UNet's shapes (shrunk in cin).
     for &(b, cin, hw, cout, k, up, down) in &[
         (1u32, 6u32, 32u32, 10u32, 3u32, false, false),
@@ -183,13 +191,17 @@ fn conv2d_forward_subgroup_blocks_match_reference() {
         // 20 columns: a second 16-column block ragged (4 columns inside y).
         (1, 3, 20, 9, 3, false, false),
         (2, 3, 8, 12, 3, false, false),
+        // 4 groups of 32 channels on 16x16: channel groups first.
+        (1, 8, 16, 100, 1, false, false),
     ] {
         let mut s = same(b, cin, hw, hw, cout, k);
         s.upsample = up;
         if down {
             s = strided(s, [0, 0, 1, 1]);
         }
-        case(Conv2dKernel::Subgroup(kernels::conv2d::subgroup_tile_for(&s)), s);
+        let t = kernels::conv2d::subgroup_tile_for(&s);
+        assert_eq!(t.groups_inner, cout == 100, "{s:?}: {t:?}");
+        case(Conv2dKernel::Subgroup(t), s);
     }
 }
 

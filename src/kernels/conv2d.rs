@@ -144,6 +144,12 @@ pub enum Conv2dKernel {
 /// [`winograd_fits`]) each 2x2 output tile takes the Winograd F(2x2, 3x3)
 /// form (16 multiplies and 28 adds per input channel and output channel
 /// instead of 36 multiply-adds); the block and its accumulators are the same.
+///
+/// With `groups_inner` the grid walks every channel group of a block before
+/// the next block (grid x = channel groups, y = blocks), so that the block's
+/// input window stays in the core's cache while each group reads it; else
+/// every block of one channel group first (x = blocks, y = groups), which
+/// keeps the group's weights there instead ([`groups_inner_pays`]).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub struct SubgroupTile {
     pub tm: u32,
@@ -151,17 +157,23 @@ pub struct SubgroupTile {
     pub ph: u32,
     pub pw: u32,
     pub winograd: bool,
+    pub groups_inner: bool,
 }
 
 impl SubgroupTile {
-    /// A block computed directly (no Winograd form).
+    /// A block computed directly (no Winograd form), blocks walked first.
     pub const fn new(tm: u32, nb: u32, ph: u32, pw: u32) -> SubgroupTile {
-        SubgroupTile { tm, nb, ph, pw, winograd: false }
+        SubgroupTile { tm, nb, ph, pw, winograd: false, groups_inner: false }
     }
 
     /// The same block in the Winograd form (valid where [`winograd_fits`]).
     pub const fn in_winograd_form(self) -> SubgroupTile {
         SubgroupTile { winograd: true, ..self }
+    }
+
+    /// The same block with the grid walking a block's channel groups first.
+    pub const fn with_groups_inner(self) -> SubgroupTile {
+        SubgroupTile { groups_inner: true, ..self }
     }
 
     pub fn accumulators(&self) -> u32 {
@@ -171,7 +183,8 @@ impl SubgroupTile {
 
 impl Conv2dKernel {
     /// "generic", "tiled", "tiled-split4" (4 parts), "sg4x1x16x16" (tm x nb
-    /// x ph x pw), "sgw4x1x8x16" (the same in Winograd form), for the
+    /// x ph x pw), "sgw4x1x8x16" (the same in Winograd form), either with a
+    /// "g" after it ("sgw4x1x8x16g": channel groups inner), for the
     /// benchmark.
     pub fn parse(s: &str) -> Option<Conv2dKernel> {
         match s {
@@ -187,10 +200,14 @@ impl Conv2dKernel {
             Some(r) => (true, r),
             None => (false, rest),
         };
+        let (groups_inner, rest) = match rest.strip_suffix('g') {
+            Some(r) => (true, r),
+            None => (false, rest),
+        };
         let d: Vec<u32> = rest.split('x').map(|v| v.parse().ok()).collect::<Option<_>>()?;
         match d[..] {
             [tm, nb, ph, pw] if tm * nb * ph * pw > 0 => {
-                Some(Conv2dKernel::Subgroup(SubgroupTile { tm, nb, ph, pw, winograd }))
+                Some(Conv2dKernel::Subgroup(SubgroupTile { tm, nb, ph, pw, winograd, groups_inner }))
             }
             _ => None,
         }
@@ -211,7 +228,8 @@ impl Conv2dKernel {
             Conv2dKernel::Tiled => "tiled".into(),
             Conv2dKernel::TiledSplit(n) => format!("tiled-split{n}"),
             Conv2dKernel::Subgroup(t) => {
-                format!("sg{}{}x{}x{}x{}", if t.winograd { "w" } else { "" }, t.tm, t.nb, t.ph, t.pw)
+                let (w, g) = (if t.winograd { "w" } else { "" }, if t.groups_inner { "g" } else { "" });
+                format!("sg{w}{}x{}x{}x{}{g}", t.tm, t.nb, t.ph, t.pw)
             }
         }
     }
@@ -355,8 +373,28 @@ pub fn subgroup_tile_for(s: &Conv2dShape) -> SubgroupTile {
     // speed on the UNet's 3x3 convolutions (benches/conv.rs, BENCHMARKS.md).
     // PETAL_WINOGRAD=0 keeps the direct form (super::winograd_enabled).
     let w = t.in_winograd_form();
-    if super::winograd_enabled() && winograd_fits(s, &w) && subgroup_key(s, &w, false).is_ok() { w } else { t }
+    let t = if super::winograd_enabled() && winograd_fits(s, &w) && subgroup_key(s, &w, false).is_ok() { w } else { t };
+    if groups_inner_pays(s, &t) { t.with_groups_inner() } else { t }
 }
+
+/// Whether block `t` should walk a block's channel groups first
+/// ([`SubgroupTile::groups_inner`]): where there are at least 4 groups of
+/// 8 `tm` output channels and a block is smaller than an output image.
+/// Measured with benches/conv.rs on lavapipe (BENCHMARKS.md): cifar10-32's
+/// 3x3 layers at 16x16 and 32x32 ran 1.2-1.35x faster at batch 16 and its
+/// attention's q, k, v projection 1.8x; blocks of whole images (8x8 and
+/// 4x4 layers), whose windows are contiguous planes, were level or 5-20%
+/// slower, and with 1 or 2 groups there is little window to share. The
+/// window is re-read once per group from wherever it was evicted to, the
+/// weights once per block; the rows of a window are short runs far apart,
+/// which the prefetcher serves worse than a lane's run of weights.
+pub fn groups_inner_pays(s: &Conv2dShape, t: &SubgroupTile) -> bool {
+    let (ho, wo) = s.out_hw();
+    s.cout.div_ceil(8 * t.tm) >= GROUPS_INNER_MIN && t.ph * t.pw < ho * wo
+}
+
+/// Channel groups from which [`groups_inner_pays`].
+const GROUPS_INNER_MIN: u32 = 4;
 
 /// Whether block `t` can take the Winograd F(2x2, 3x3) form for `s`: a 3x3
 /// kernel at stride 1 without upsampling, and blocks of whole 2x2 tiles
@@ -492,9 +530,13 @@ pub fn conv2d_forward_with(
             let x_t = if vec4 { "vec4<f32>" } else { super::act_type(label, "input", x)? };
             let (w, weights) = super::conv_weights(w, s.ksize == 3 || ci_step(s) == 4);
             let key = acts_x(key.define("WEIGHTS", weights), x_t, stores_vec4(s, &t))?;
+            let (block_axis, group_axis) = if t.groups_inner { ("y", "x") } else { ("x", "y") };
+            let key = key.define("BLOCK_AXIS", block_axis).define("GROUP_AXIS", group_axis);
             let blocks = s.batch.div_ceil(t.nb) * ho.div_ceil(t.ph) * wo.div_ceil(t.pw);
+            let groups = s.cout.div_ceil(8 * t.tm);
+            let grid = if t.groups_inner { [groups, blocks, 1] } else { [blocks, groups, 1] };
             let buffers = [x, &w, bias, temb, residual, y];
-            Ok(vec![gpu.dispatch(label, &key, &params, &buffers, [blocks, s.cout.div_ceil(8 * t.tm), 1])?])
+            Ok(vec![gpu.dispatch(label, &key, &params, &buffers, grid)?])
         }
         Conv2dKernel::Tiled | Conv2dKernel::TiledSplit(_) => {
             let parts = if let Conv2dKernel::TiledSplit(n) = kernel { n } else { 1 };
@@ -960,14 +1002,16 @@ mod tests {
         let wtile = |tm, nb, ph, pw| tile(tm, nb, ph, pw).in_winograd_form();
         let up = |batch, hw| Conv2dShape { upsample: true, ..same(batch, 256, hw, hw, 256, 3) };
         // Upsampled 3x3: the budget goes to pixels (the window is half the
-        // block's side), 16x16 or several 8x8 images, 2 channels.
-        assert_eq!(subgroup_tile_for(&up(16, 16)), tile(2, 1, 16, 16));
+        // block's side), 16x16 or several 8x8 images, 2 channels. A block
+        // smaller than the image with 4 or more channel groups walks the
+        // groups first (here 16 groups of 16 channels, 32x32 outputs).
+        assert_eq!(subgroup_tile_for(&up(16, 16)), tile(2, 1, 16, 16).with_groups_inner());
         assert_eq!(subgroup_tile_for(&up(1, 8)), tile(2, 1, 16, 16));
         assert_eq!(subgroup_tile_for(&up(16, 4)), tile(2, 4, 8, 8));
         assert_eq!(subgroup_tile_for(&up(1, 4)), tile(8, 1, 8, 8));
         // Plain 3x3: 4 channels x 8x16 pixels, or several small images, in
         // the Winograd form (3x3, stride 1, even blocks), as below.
-        assert_eq!(subgroup_tile_for(&same(16, 256, 16, 16, 256, 3)), wtile(4, 1, 8, 16));
+        assert_eq!(subgroup_tile_for(&same(16, 256, 16, 16, 256, 3)), wtile(4, 1, 8, 16).with_groups_inner());
         assert_eq!(subgroup_tile_for(&same(16, 256, 8, 8, 256, 3)), wtile(4, 2, 8, 8));
         assert_eq!(subgroup_tile_for(&same(16, 256, 4, 4, 256, 3)), wtile(4, 8, 4, 4));
         // Batch 1, 4x4: 16 channels x 16 pixels (the channel cap).
@@ -985,9 +1029,12 @@ mod tests {
         assert_eq!(subgroup_tile_for(&up_narrow(16, 4)), tile(1, 4, 8, 8));
         // No more channel groups than the layer has (conv_out, 3 channels).
         assert_eq!(subgroup_tile_for(&same(16, 128, 32, 32, 3, 3)), wtile(1, 1, 8, 8));
+        // 3 groups of 32: blocks first.
         assert_eq!(subgroup_tile_for(&same(16, 128, 32, 32, 72, 3)), wtile(4, 1, 8, 16));
+        assert_eq!(subgroup_tile_for(&same(16, 128, 32, 32, 128, 3)), wtile(4, 1, 8, 16).with_groups_inner());
         // 1x1: 4 channels x 64 pixels (256 accumulators).
-        assert_eq!(subgroup_tile_for(&same(16, 256, 16, 16, 512, 1)), tile(4, 1, 8, 8));
+        assert_eq!(subgroup_tile_for(&same(16, 256, 16, 16, 512, 1)), tile(4, 1, 8, 8).with_groups_inner());
+        assert_eq!(subgroup_tile_for(&same(16, 256, 8, 8, 512, 1)), tile(4, 1, 8, 8));
     }
 
     #[test]
