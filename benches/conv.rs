@@ -18,6 +18,10 @@
 //! of the same convolution (N sized from a warm-up so that a run takes about
 //! --ms), followed by `gpu.wait()`; the median of --runs runs is reported.
 //!
+//! `--op dx` times the input gradient (conv2d_backward_input) instead:
+//! variants `generic`, `cpu` and `gpu` (the family's layout; where it runs
+//! the forward kernel over dy, the label names that kernel).
+//!
 //! `--op dw` times the weight gradient (conv2d_backward_weight) of the same
 //! shapes instead: variants `generic`, `cpu` and `gpu` (the family's kernel
 //! and blocking), `cpu-direct` (the CPU family's blocking without the
@@ -32,7 +36,9 @@
 
 use petal::gpu::{Gpu, GpuOptions, TensorView};
 use petal::kernels::conv2d::{Conv2dKernel, conv2d_forward_with, kernel_for};
-use petal::kernels::conv2d_backward::{self, Conv2dBackwardKernel, WeightGradLayout, conv2d_backward_weight_with};
+use petal::kernels::conv2d_backward::{
+    self, Conv2dBackwardKernel, InputGradLayout, WeightGradLayout, conv2d_backward_input_with, conv2d_backward_weight_with,
+};
 use petal::kernels::{Conv2dEpilogue, Conv2dShape};
 use petal::model::graph::Op;
 use petal::model::{UNetConfig, unet};
@@ -155,9 +161,19 @@ fn dw_variant(name: &str, gpu: &Gpu, s: &Conv2dShape) -> Option<WeightGradLayout
     }
 }
 
+/// The input-gradient layout a `--op dx` variant names.
+fn dx_variant(name: &str, s: &Conv2dShape) -> Option<InputGradLayout> {
+    match name {
+        "generic" => Some(InputGradLayout::new(Conv2dBackwardKernel::Generic, s)),
+        "cpu" => Some(InputGradLayout::new(Conv2dBackwardKernel::Subgroup, s)),
+        "gpu" => Some(InputGradLayout::new(Conv2dBackwardKernel::Tiled, s)),
+        _ => None,
+    }
+}
+
 fn main() -> anyhow::Result<()> {
     let args = parse_args();
-    anyhow::ensure!(args.op == "forward" || args.op == "dw", "--op {}: forward or dw", args.op);
+    anyhow::ensure!(["forward", "dw", "dx"].contains(&args.op.as_str()), "--op {}: forward, dw or dx", args.op);
     let gpu = Gpu::new(&GpuOptions::default())?;
     println!("{}", gpu.describe());
     if let Ok(l) = std::fs::read_to_string("/proc/loadavg") {
@@ -190,7 +206,8 @@ fn main() -> anyhow::Result<()> {
             };
             let x = up(s.in_len(), 1.0);
             let w = up(s.weight_len(), 0.05);
-            let dy = up(if args.op == "dw" { s.out_len() } else { 1 }, 1.0);
+            let dy = up(if args.op == "forward" { 1 } else { s.out_len() }, 1.0);
+            let dx = TensorView::whole(gpu.storage_buffer("dx", s.in_len() as u64 * 4));
             let b = up(s.cout as usize, 0.1);
             let r = up(s.out_len(), 1.0);
             let y = TensorView::whole(gpu.storage_buffer("y", s.out_len() as u64 * 4));
@@ -206,10 +223,30 @@ fn main() -> anyhow::Result<()> {
             let mut picked = Vec::new();
             let mut reference: Option<Vec<f32>> = None;
             // What is read back and compared: y, or dw.
-            let out = if args.op == "dw" { &w } else { &y };
+            let out = match args.op.as_str() {
+                "dw" => &w,
+                "dx" => &dx,
+                _ => &y,
+            };
             for vname in &args.variants {
                 let t_build = Instant::now();
-                let built = if args.op == "dw" {
+                let built = if args.op == "dx" {
+                    let Some(l) = dx_variant(vname, &s) else {
+                        print!(" {:>12}", "-");
+                        continue;
+                    };
+                    if vname == "cpu" || vname == "gpu" {
+                        let how = match l.forward {
+                            Some(k) => format!("forward {}", k.name()),
+                            None => format!("{}x{}", l.tm, l.tn),
+                        };
+                        picked.push(format!("{vname}={:?} {how}", l.kernel));
+                    }
+                    let need = l.scratch_len(&s);
+                    let scratch = (need > 0).then(|| TensorView::whole(gpu.storage_buffer("scratch", need as u64 * 4)));
+                    conv2d_backward_input_with(&gpu, &l, "bench", &dx, &dy, &w, scratch.as_ref(), &s, 1.0, false)
+                        .map_err(|e| (format!("{l:?}"), e))
+                } else if args.op == "dw" {
                     let Some(l) = dw_variant(vname, &gpu, &s) else {
                         print!(" {:>12}", "-");
                         continue;
