@@ -222,7 +222,7 @@ fn main() -> anyhow::Result<()> {
             print!("{name:<26} {calls:>5} {:>8.1}", flop / 1e6);
             let mut picked = Vec::new();
             let mut reference: Option<Vec<f32>> = None;
-            // What is read back and compared: y, or dw.
+            // What is read back and compared: y, dw or dx.
             let out = match args.op.as_str() {
                 "dw" => &w,
                 "dx" => &dx,

@@ -179,6 +179,12 @@ impl SubgroupTile {
     pub fn accumulators(&self) -> u32 {
         self.tm * self.nb * self.ph * self.pw
     }
+
+    /// Groups of 8 `tm` output channels (one workgroup each per block) for
+    /// a layer of `cout` channels.
+    pub fn channel_groups(&self, cout: u32) -> u32 {
+        cout.div_ceil(8 * self.tm)
+    }
 }
 
 impl Conv2dKernel {
@@ -381,16 +387,16 @@ pub fn subgroup_tile_for(s: &Conv2dShape) -> SubgroupTile {
 /// ([`SubgroupTile::groups_inner`]): where there are at least 4 groups of
 /// 8 `tm` output channels and a block is smaller than an output image.
 /// Measured with benches/conv.rs on lavapipe (BENCHMARKS.md): cifar10-32's
-/// 3x3 layers at 16x16 and 32x32 ran 1.2-1.35x faster at batch 16 and its
-/// attention's q, k, v projection 1.8x; blocks of whole images (8x8 and
-/// 4x4 layers), whose windows are contiguous planes, were level or 5-20%
-/// slower, and with 1 or 2 groups there is little window to share. The
-/// window is re-read once per group from wherever it was evicted to, the
-/// weights once per block; the rows of a window are short runs far apart,
-/// which the prefetcher serves worse than a lane's run of weights.
+/// 3x3 layers at 16x16 and 32x32 ran 1.0-1.35x faster at batch 16 (two
+/// runs) and its attention's q, k, v projection 1.3-1.8x; blocks of whole
+/// images (8x8 and 4x4 layers), whose windows are contiguous planes, were
+/// level or 5-20% slower, and with 1 or 2 groups there is little window to
+/// share. Blocks first re-reads each window once per group, groups first
+/// each group's weights once per block; a window's rows are short runs far
+/// apart, which the prefetcher serves worse than a lane's run of weights.
 pub fn groups_inner_pays(s: &Conv2dShape, t: &SubgroupTile) -> bool {
     let (ho, wo) = s.out_hw();
-    s.cout.div_ceil(8 * t.tm) >= GROUPS_INNER_MIN && t.ph * t.pw < ho * wo
+    t.channel_groups(s.cout) >= GROUPS_INNER_MIN && t.ph * t.pw < ho * wo
 }
 
 /// Channel groups from which [`groups_inner_pays`].
@@ -533,7 +539,7 @@ pub fn conv2d_forward_with(
             let (block_axis, group_axis) = if t.groups_inner { ("y", "x") } else { ("x", "y") };
             let key = key.define("BLOCK_AXIS", block_axis).define("GROUP_AXIS", group_axis);
             let blocks = s.batch.div_ceil(t.nb) * ho.div_ceil(t.ph) * wo.div_ceil(t.pw);
-            let groups = s.cout.div_ceil(8 * t.tm);
+            let groups = t.channel_groups(s.cout);
             let grid = if t.groups_inner { [groups, blocks, 1] } else { [blocks, groups, 1] };
             let buffers = [x, &w, bias, temb, residual, y];
             Ok(vec![gpu.dispatch(label, &key, &params, &buffers, grid)?])
