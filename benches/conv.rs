@@ -20,7 +20,10 @@
 //!
 //! `--op dx` times the input gradient (conv2d_backward_input) instead:
 //! variants `generic`, `cpu` and `gpu` (the family's layout; where it runs
-//! the forward kernel over dy, the label names that kernel).
+//! the forward kernel over dy, the label names that kernel), and
+//! `cpu-blocks-first` (the CPU family's, its forward kernel's grid walking
+//! blocks before channel groups; only where dx runs as a forward kernel),
+//! `cpu-forward` (every stride-1 gradient, 1x1 too, as the forward kernel).
 //!
 //! `--op dw` times the weight gradient (conv2d_backward_weight) of the same
 //! shapes instead: variants `generic`, `cpu` and `gpu` (the family's kernel
@@ -167,6 +170,25 @@ fn dx_variant(name: &str, s: &Conv2dShape) -> Option<InputGradLayout> {
         "generic" => Some(InputGradLayout::new(Conv2dBackwardKernel::Generic, s)),
         "cpu" => Some(InputGradLayout::new(Conv2dBackwardKernel::Subgroup, s)),
         "gpu" => Some(InputGradLayout::new(Conv2dBackwardKernel::Tiled, s)),
+        // The CPU family's layout with its forward kernel's grid walking
+        // blocks first (where dx runs as a forward convolution).
+        "cpu-blocks-first" => {
+            let l = InputGradLayout::new(Conv2dBackwardKernel::Subgroup, s);
+            match l.forward {
+                Some(Conv2dKernel::Subgroup(t)) => Some(InputGradLayout {
+                    forward: Some(Conv2dKernel::Subgroup(petal::kernels::conv2d::SubgroupTile { groups_inner: false, ..t })),
+                    ..l
+                }),
+                _ => None,
+            }
+        }
+        // The CPU family's layout, with every stride-1 gradient (1x1 ones
+        // too) run as the forward kernel over dy.
+        "cpu-forward" => {
+            let f = conv2d_backward::flipped_shape(s)?;
+            let t = petal::kernels::conv2d::subgroup_tile_for(&f);
+            Some(InputGradLayout { forward: Some(Conv2dKernel::Subgroup(t)), ..InputGradLayout::new(Conv2dBackwardKernel::Subgroup, s) })
+        }
         _ => None,
     }
 }

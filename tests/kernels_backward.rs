@@ -49,9 +49,10 @@ fn conv_cases() -> Vec<(Conv2dShape, f32, bool)> {
         (Conv2dShape::same(2, 20, 5, 11, 13, 3), 1.5, false),
         // conv_out shaped: few output channels.
         (Conv2dShape::same(1, 17, 6, 17, 3, 3), 1.0, false),
-        // 1x1 (shortcut, attention projections).
+        // 1x1 (shortcut, attention projections); the second with
+        // production's layout, whose dx runs as the forward kernel.
         (Conv2dShape::same(3, 13, 5, 9, 9, 1), 2.0, false),
-        (Conv2dShape::same(2, 33, 4, 10, 20, 1), 1.0, false),
+        (Conv2dShape::same(2, 33, 4, 10, 20, 1), 1.0, true),
         // Downsample2D with padding 0: pad right and bottom only, stride 2.
         (shape(2, 6, 8, 10, 6, 3, 2, [0, 0, 1, 1], false), 1.0, false),
         // Downsample2D with padding 1, odd input.

@@ -220,9 +220,13 @@ impl InputGradLayout {
                 };
                 // A stride-1 3x3 gradient runs faster as the forward
                 // kernel's 2-D pixel blocks (lavapipe, batch 16: 63-65 against
-                // 34-41 GFLOP/s, BENCHMARKS.md).
+                // 34-41 GFLOP/s, BENCHMARKS.md), and so does a 1x1 one
+                // (`benches/conv.rs " k1" --op dx --variants cpu,cpu-forward`:
+                // 1.24x less time per step for the small model at batch 64,
+                // 1.13x for cifar10-32's at batch 16; all but one shape faster,
+                // its q, k, v projection 6% slower).
                 let forward = flipped_shape(s)
-                    .filter(|_| s.ksize == 3)
+                    .filter(|_| s.ksize == 3 || s.ksize == 1)
                     .map(|f| Conv2dKernel::Subgroup(super::conv2d::subgroup_tile_for(&f)));
                 InputGradLayout { kernel, tm, tn, forward }
             }
