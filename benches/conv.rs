@@ -165,15 +165,16 @@ fn dw_variant(name: &str, gpu: &Gpu, s: &Conv2dShape) -> Option<WeightGradLayout
 }
 
 /// The input-gradient layout a `--op dx` variant names.
-fn dx_variant(name: &str, s: &Conv2dShape) -> Option<InputGradLayout> {
+fn dx_variant(gpu: &Gpu, name: &str, s: &Conv2dShape) -> Option<InputGradLayout> {
+    let lanes = petal::kernels::conv_lanes(gpu);
     match name {
-        "generic" => Some(InputGradLayout::new(Conv2dBackwardKernel::Generic, s)),
-        "cpu" => Some(InputGradLayout::new(Conv2dBackwardKernel::Subgroup, s)),
-        "gpu" => Some(InputGradLayout::new(Conv2dBackwardKernel::Tiled, s)),
+        "generic" => Some(InputGradLayout::new(Conv2dBackwardKernel::Generic, s, lanes)),
+        "cpu" => Some(InputGradLayout::new(Conv2dBackwardKernel::Subgroup, s, lanes)),
+        "gpu" => Some(InputGradLayout::new(Conv2dBackwardKernel::Tiled, s, lanes)),
         // The CPU family's layout with its forward kernel's grid walking
         // blocks first (where dx runs as a forward convolution).
         "cpu-blocks-first" => {
-            let l = InputGradLayout::new(Conv2dBackwardKernel::Subgroup, s);
+            let l = InputGradLayout::new(Conv2dBackwardKernel::Subgroup, s, lanes);
             match l.forward {
                 Some(Conv2dKernel::Subgroup(t)) => Some(InputGradLayout {
                     forward: Some(Conv2dKernel::Subgroup(petal::kernels::conv2d::SubgroupTile { groups_inner: false, ..t })),
@@ -186,14 +187,17 @@ fn dx_variant(name: &str, s: &Conv2dShape) -> Option<InputGradLayout> {
         // too) run as the forward kernel over dy.
         "cpu-forward" => {
             let f = conv2d_backward::flipped_shape(s)?;
-            let t = petal::kernels::conv2d::subgroup_tile_for(&f);
-            Some(InputGradLayout { forward: Some(Conv2dKernel::Subgroup(t)), ..InputGradLayout::new(Conv2dBackwardKernel::Subgroup, s) })
+            let t = petal::kernels::conv2d::subgroup_tile_for(&f, lanes);
+            Some(InputGradLayout { forward: Some(Conv2dKernel::Subgroup(t)), ..InputGradLayout::new(Conv2dBackwardKernel::Subgroup, s, lanes) })
         }
         _ => None,
     }
 }
 
 fn main() -> anyhow::Result<()> {
+    // As `petal` does: 512-bit lavapipe on CPUs with AVX-512 (16-lane convs).
+    // SAFETY: no other thread exists yet, and no GPU instance.
+    unsafe { petal::gpu::prefer_wide_vectors() };
     let args = parse_args();
     anyhow::ensure!(["forward", "dw", "dx"].contains(&args.op.as_str()), "--op {}: forward, dw or dx", args.op);
     let gpu = Gpu::new(&GpuOptions::default())?;
@@ -253,7 +257,7 @@ fn main() -> anyhow::Result<()> {
             for vname in &args.variants {
                 let t_build = Instant::now();
                 let built = if args.op == "dx" {
-                    let Some(l) = dx_variant(vname, &s) else {
+                    let Some(l) = dx_variant(&gpu, vname, &s) else {
                         print!(" {:>12}", "-");
                         continue;
                     };

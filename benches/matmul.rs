@@ -108,6 +108,9 @@ fn variant(name: &str, gpu: &Gpu, d: &MatmulDesc) -> Option<MatmulKernel> {
 }
 
 fn main() -> anyhow::Result<()> {
+    // As `petal` does: 512-bit lavapipe on CPUs with AVX-512 (16-lane convs).
+    // SAFETY: no other thread exists yet, and no GPU instance.
+    unsafe { petal::gpu::prefer_wide_vectors() };
     let args = parse_args();
     let gpu = Gpu::new(&GpuOptions::default())?;
     println!("{}", gpu.describe());

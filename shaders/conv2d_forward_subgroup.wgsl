@@ -5,8 +5,9 @@
 // w (cout, cin, k, k) in torch's layout; y written (=).
 //
 // Why this shape. llvmpipe runs a subgroup of 8 invocations as one 8-wide
-// SIMD vector; arithmetic is cheap (8 lanes per instruction) but every
-// storage-buffer load is a scalar loop over the lanes that costs about 50
+// SIMD vector (16, one 512-bit vector, at LP_NATIVE_VECTOR_WIDTH=512, which
+// petal asks for on CPUs with AVX-512; the text below says 8 for LANES):
+// arithmetic is cheap (8 lanes per instruction) but every storage-buffer load is a scalar loop over the lanes that costs about 50
 // cycles per lane and element (measured, Mesa 22.3.6), about 20 vector
 // multiply-adds. A vec4 load is one such loop for four values (about 1.4x
 // the time of a scalar one, BENCHMARKS.md), so the window is read in vec4
@@ -32,9 +33,11 @@
 // dynamically indexed private array goes through memory per lane, and
 // subgroupBroadcast needs a constant lane. No workgroup memory, no barriers.
 //
-// One workgroup is one subgroup of 8 lanes (the adapter's subgroup size must
-// be 8, which conv2d.rs checks). Grid: x = blocks (image groups x block rows x
-// block columns), y = groups of 8 TM output channels, or the two swapped
+// One workgroup is one subgroup of LANES lanes (8 or 16: the adapter's
+// subgroups must hold that many, which conv2d.rs checks; lane l computes
+// channels co0 + l + LANES i, and the window's elements are dealt out
+// LANES a round). Grid: x = blocks (image groups x block rows x block
+// columns), y = groups of LANES TM output channels, or the two swapped
 // (BLOCK_AXIS, GROUP_AXIS): llvmpipe gives each thread one run of
 // consecutive workgroups in grid order, x fastest (lp_cs_tpool.c), so with
 // groups in x a thread computes a block's channel groups one after another.
@@ -76,12 +79,12 @@ fn put(ob: u32, oy: u32, ox: u32, v: {{EPI_V}}) {
     }
 }
 
-@compute @workgroup_size(8)
+@compute @workgroup_size({{LANES}})
 fn main(
     @builtin(workgroup_id) wid: vec3<u32>,
     @builtin(subgroup_invocation_id) lane: u32,
 ) {
-    // The block and the group of 8 TM output channels: grid x walks the
+    // The block and the group of LANES TM output channels: grid x walks the
     // blocks and y the groups, or (groups_inner in conv2d.rs) the reverse.
     let block = wid.{{BLOCK_AXIS}};
     let blocks_w = (p.wo + PW - 1u) / PW;
@@ -89,18 +92,18 @@ fn main(
     let ox0 = (block % blocks_w) * PW;
     let oy0 = ((block / blocks_w) % blocks_h) * PH;
     let b0 = (block / (blocks_w * blocks_h)) * NB;
-    let co0 = wid.{{GROUP_AXIS}} * TM * 8u;
+    let co0 = wid.{{GROUP_AXIS}} * TM * {{LANES}}u;
     let plane = p.h * p.w;
     let hs = i32(p.h);
     let ws = i32(p.w);
     let r0 = i32((oy0 * S) >> UP) + R0OFF;
     let c0 = i32((ox0 * S) >> UP) + C0OFF;
 
-    // Window element e = lane + 8 q is (image n, row rs, column cs) of the
+    // Window element e = lane + LANES q is (image n, row rs, column cs) of the
     // block's window; eo is its offset in channel 0, ok whether it is inside
     // x (else it is padding and reads as 0).
 {{SETUP}}
-    // Each lane's weight rows: channel co0 + lane + 8 i (clamped at cout).
+    // Each lane's weight rows: channel co0 + lane + LANES i (clamped at cout).
 {{WEIGHT_ROWS}}
 {{ACC_DECL}}
     for (var ci = 0u; ci < p.cin; ci += {{CI_STEP}}u) {

@@ -6,6 +6,8 @@ mod cli;
 use clap::Parser;
 
 fn main() {
+    // SAFETY: no other thread exists yet, and no GPU instance.
+    unsafe { petal::gpu::prefer_wide_vectors() };
     let args = cli::Cli::parse();
     let result = match args.command {
         Some(command) => {

@@ -111,6 +111,35 @@ fn conv2d_forward_matches_reference() {
     }
 }
 
+/// The 16-lane conv kernel (lavapipe at 512-bit vectors, what `petal`
+/// asks for on CPUs with AVX-512: `petal::gpu::prefer_wide_vectors`): this
+/// test binary's subgroup block test, run again in a child process with
+/// `LP_NATIVE_VECTOR_WIDTH=512`, which Mesa reads when the driver loads.
+/// Skipped where the adapter is not lavapipe or the CPU lacks AVX-512.
+#[test]
+fn conv2d_forward_16_lanes_match_reference() {
+    let gpu = gpu(petal::gpu::KernelFamily::Cpu);
+    let wide = cfg!(target_arch = "x86_64") && {
+        #[cfg(target_arch = "x86_64")]
+        let avx512 = std::arch::is_x86_feature_detected!("avx512f");
+        #[cfg(not(target_arch = "x86_64"))]
+        let avx512 = false;
+        avx512
+    };
+    if !gpu.info.name.contains("llvmpipe") || !wide || std::env::var_os("LP_NATIVE_VECTOR_WIDTH").is_some() {
+        eprintln!("skipped: needs lavapipe at its default width on a CPU with AVX-512");
+        return;
+    }
+    let out = std::process::Command::new(std::env::current_exe().unwrap())
+        .args(["--exact", "conv2d_forward_subgroup_blocks_match_reference", "--nocapture"])
+        .env("LP_NATIVE_VECTOR_WIDTH", "512")
+        .env("PETAL_TEST_EXPECT_LANES", "16")
+        .output()
+        .expect("running this test binary again");
+    let text = String::from_utf8_lossy(&out.stdout).to_string() + &String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success() && text.contains("1 passed"), "the 16-lane run failed:\n{text}");
+}
+
 /// Every edge of the CPU-family (subgroup) kernel's block, on explicit blocks:
 /// channels per lane not dividing cout, blocks overhanging the image on the
 /// right and bottom, several images per block with the last block partly past
@@ -124,7 +153,14 @@ fn conv2d_forward_subgroup_blocks_match_reference() {
         return;
     }
     let g = &*gpu;
-    let tile = |tm, nb, ph, pw| Conv2dKernel::Subgroup(SubgroupTile::new(tm, nb, ph, pw));
+    // Blocks of the lanes this adapter's conv kernel uses: 8 on lavapipe's
+    // default, 16 under LP_NATIVE_VECTOR_WIDTH=512
+    // (conv2d_forward_16_lanes_match_reference runs this test so).
+    let lanes = kernels::conv_lanes(g);
+    if let Ok(want) = std::env::var("PETAL_TEST_EXPECT_LANES") {
+        assert_eq!(lanes.to_string(), want, "the adapter's conv lanes ({})", g.describe());
+    }
+    let tile = |tm, nb, ph, pw| Conv2dKernel::Subgroup(SubgroupTile::new(tm, nb, ph, pw).with_lanes(lanes));
     let mut n = 100;
     let mut case = |k: Conv2dKernel, s: Conv2dShape| {
         n += 5;
@@ -163,7 +199,7 @@ fn conv2d_forward_subgroup_blocks_match_reference() {
     // overhanging odd images on the right and bottom, channels per lane not
     // dividing cout, several images a block past the batch's end, windows
     // and stores four columns wide, padding 0 (a 3x3 "valid" convolution).
-    let wtile = |tm, nb, ph, pw| Conv2dKernel::Subgroup(SubgroupTile::new(tm, nb, ph, pw).in_winograd_form());
+    let wtile = |tm, nb, ph, pw| Conv2dKernel::Subgroup(SubgroupTile::new(tm, nb, ph, pw).with_lanes(lanes).in_winograd_form());
     for k in [wtile(1, 1, 4, 4), wtile(2, 1, 2, 6), wtile(3, 2, 2, 4), wtile(2, 3, 4, 2)] {
         case(k, same(1, 5, 7, 9, 13, 3));
         case(k, same(4, 6, 4, 4, 17, 3));
@@ -175,7 +211,7 @@ fn conv2d_forward_subgroup_blocks_match_reference() {
     // The grid walking a block's channel groups first (x = groups, y =
     // blocks): several groups with the last one ragged, blocks overhanging
     // the image, several images a block, both forms, 1x1 and upsampled.
-    let groups_inner = |t: SubgroupTile| Conv2dKernel::Subgroup(t.with_groups_inner());
+    let groups_inner = |t: SubgroupTile| Conv2dKernel::Subgroup(t.with_lanes(lanes).with_groups_inner());
     case(groups_inner(SubgroupTile::new(1, 1, 4, 4)), same(2, 5, 7, 9, 29, 3));
     case(groups_inner(SubgroupTile::new(2, 1, 2, 6).in_winograd_form()), same(3, 4, 6, 9, 37, 3));
     case(groups_inner(SubgroupTile::new(1, 2, 4, 4)), same(3, 8, 8, 8, 20, 1));
@@ -191,16 +227,22 @@ fn conv2d_forward_subgroup_blocks_match_reference() {
         // 20 columns: a second 16-column block ragged (4 columns inside y).
         (1, 3, 20, 9, 3, false, false),
         (2, 3, 8, 12, 3, false, false),
-        // 4 groups of 32 channels on 16x16: channel groups first.
+        // 4 groups of 32 channels on 16x16 (2 of 64 with 16 lanes):
+        // channel groups first with 8 lanes.
         (1, 8, 16, 100, 1, false, false),
+        // 16 lanes over 32 channels: 2 a lane, the block widened.
+        (2, 4, 32, 32, 3, false, false),
     ] {
         let mut s = same(b, cin, hw, hw, cout, k);
         s.upsample = up;
         if down {
             s = strided(s, [0, 0, 1, 1]);
         }
-        let t = kernels::conv2d::subgroup_tile_for(&s);
-        assert_eq!(t.groups_inner, cout == 100, "{s:?}: {t:?}");
+        let t = kernels::conv2d::subgroup_tile_for(&s, lanes);
+        assert_eq!(t.lanes, lanes);
+        if lanes == 8 {
+            assert_eq!(t.groups_inner, cout == 100, "{s:?}: {t:?}");
+        }
         case(Conv2dKernel::Subgroup(t), s);
     }
 }

@@ -87,7 +87,7 @@ fn input_layout(gpu: &Gpu, s: &Conv2dShape, production: bool) -> InputGradLayout
     let kernel = backward_kernel_for(gpu);
     match kernel {
         Conv2dBackwardKernel::Subgroup if !production => InputGradLayout { kernel, tm: 8, tn: 4, forward: None },
-        _ => InputGradLayout::new(kernel, s),
+        _ => InputGradLayout::new(kernel, s, petal::kernels::conv_lanes(gpu)),
     }
 }
 
@@ -759,7 +759,7 @@ fn bench_conv_backward() {
         // The variants must agree (the first, generic, is the baseline).
         let mut first: Option<(Vec<f32>, Vec<f32>)> = None;
         for &k in &kernels_run {
-            let mut dx_layout = InputGradLayout::new(k, &s);
+            let mut dx_layout = InputGradLayout::new(k, &s, petal::kernels::conv_lanes(&gpu));
             if k == Conv2dBackwardKernel::Subgroup {
                 dx_layout.tm = dx_tm.unwrap_or(dx_layout.tm);
                 dx_layout.tn = dx_tn.unwrap_or(dx_layout.tn);

@@ -152,6 +152,9 @@ pub enum Conv2dKernel {
 /// keeps the group's weights there instead ([`groups_inner_pays`]).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub struct SubgroupTile {
+    /// Lanes a workgroup (one subgroup): 8, or 16 where the adapter's
+    /// subgroups hold 16 ([`super::conv_lanes`]).
+    pub lanes: u32,
     pub tm: u32,
     pub nb: u32,
     pub ph: u32,
@@ -163,7 +166,12 @@ pub struct SubgroupTile {
 impl SubgroupTile {
     /// A block computed directly (no Winograd form), blocks walked first.
     pub const fn new(tm: u32, nb: u32, ph: u32, pw: u32) -> SubgroupTile {
-        SubgroupTile { tm, nb, ph, pw, winograd: false, groups_inner: false }
+        SubgroupTile { lanes: 8, tm, nb, ph, pw, winograd: false, groups_inner: false }
+    }
+
+    /// The same block on workgroups of `lanes` lanes (8 or 16).
+    pub const fn with_lanes(self, lanes: u32) -> SubgroupTile {
+        SubgroupTile { lanes, ..self }
     }
 
     /// The same block in the Winograd form (valid where [`winograd_fits`]).
@@ -180,10 +188,10 @@ impl SubgroupTile {
         self.tm * self.nb * self.ph * self.pw
     }
 
-    /// Groups of 8 `tm` output channels (one workgroup each per block) for
-    /// a layer of `cout` channels.
+    /// Groups of `lanes` x `tm` output channels (one workgroup each per
+    /// block) for a layer of `cout` channels.
     pub fn channel_groups(&self, cout: u32) -> u32 {
-        cout.div_ceil(8 * self.tm)
+        cout.div_ceil(self.lanes * self.tm)
     }
 }
 
@@ -206,6 +214,10 @@ impl Conv2dKernel {
             Some(r) => (true, r),
             None => (false, rest),
         };
+        let (lanes, rest) = match rest.strip_suffix("l16") {
+            Some(r) => (16, r),
+            None => (8, rest),
+        };
         let (groups_inner, rest) = match rest.strip_suffix('g') {
             Some(r) => (true, r),
             None => (false, rest),
@@ -213,7 +225,7 @@ impl Conv2dKernel {
         let d: Vec<u32> = rest.split('x').map(|v| v.parse().ok()).collect::<Option<_>>()?;
         match d[..] {
             [tm, nb, ph, pw] if tm * nb * ph * pw > 0 => {
-                Some(Conv2dKernel::Subgroup(SubgroupTile { tm, nb, ph, pw, winograd, groups_inner }))
+                Some(Conv2dKernel::Subgroup(SubgroupTile { lanes, tm, nb, ph, pw, winograd, groups_inner }))
             }
             _ => None,
         }
@@ -235,7 +247,8 @@ impl Conv2dKernel {
             Conv2dKernel::TiledSplit(n) => format!("tiled-split{n}"),
             Conv2dKernel::Subgroup(t) => {
                 let (w, g) = (if t.winograd { "w" } else { "" }, if t.groups_inner { "g" } else { "" });
-                format!("sg{w}{}x{}x{}x{}{g}", t.tm, t.nb, t.ph, t.pw)
+                let l = if t.lanes == 8 { String::new() } else { format!("l{}", t.lanes) };
+                format!("sg{w}{}x{}x{}x{}{g}{l}", t.tm, t.nb, t.ph, t.pw)
             }
         }
     }
@@ -245,7 +258,7 @@ impl Conv2dKernel {
 /// The fastest kernel of `family` for `s` on this adapter.
 pub fn kernel_for(gpu: &Gpu, family: KernelFamily, s: &Conv2dShape) -> Conv2dKernel {
     match family {
-        KernelFamily::Cpu if super::subgroups_of_8(gpu) => Conv2dKernel::Subgroup(subgroup_tile_for(s)),
+        KernelFamily::Cpu if super::subgroups_of_8(gpu) => Conv2dKernel::Subgroup(subgroup_tile_for(s, super::conv_lanes(gpu))),
         KernelFamily::Cpu => Conv2dKernel::Generic,
         KernelFamily::Gpu => match tiled_split_for(s) {
             1 => Conv2dKernel::Tiled,
@@ -323,7 +336,7 @@ pub const NARROW_COUT: u32 = 64;
 /// pixel) and many channels (inputs by every channel), up to
 /// [`SUBGROUP_ACCUMULATORS`] per lane, past which pipeline build time grows
 /// faster than the reuse pays. See benches/conv.rs.
-pub fn subgroup_tile_for(s: &Conv2dShape) -> SubgroupTile {
+pub fn subgroup_tile_for(s: &Conv2dShape, lanes: u32) -> SubgroupTile {
     let (ho, wo) = s.out_hw();
     // With upsampling, blocks start on even output rows and columns so that
     // the window's source rows and columns are known at compile time.
@@ -356,8 +369,19 @@ pub fn subgroup_tile_for(s: &Conv2dShape) -> SubgroupTile {
     // 8x8 at batch 16), so each weight is loaded once for more pixels.
     let nb = (pixels_wanted / (ph * pw)).clamp(1, s.batch.max(1)).min(16);
     let pixels = nb * ph * pw;
-    let tm = (budget / pixels).clamp(1, 16).min(s.cout.div_ceil(8));
-    let mut t = SubgroupTile::new(tm, nb, ph, pw);
+    let tm = (budget / pixels).clamp(1, 16).min(s.cout.div_ceil(lanes));
+    let mut t = SubgroupTile::new(tm, nb, ph, pw).with_lanes(lanes);
+    // Few channels for the lanes (16 lanes over 32 channels: 2 a lane):
+    // the budget the channels leave goes to wider, then taller blocks.
+    while t.tm * t.nb * t.ph * t.pw * 2 <= budget && (t.pw < wo || t.ph < ho) && lanes > 8 {
+        if t.pw < wo && t.pw <= t.ph {
+            t.pw = even((t.pw * 2).min(wo));
+        } else if t.ph < ho {
+            t.ph = even((t.ph * 2).min(ho));
+        } else {
+            t.pw = even((t.pw * 2).min(wo));
+        }
+    }
     // Wide windows (stride 2) generate more code per accumulator: shrink
     // until the shader fits.
     while subgroup_key(s, &t, false).is_err() {
@@ -520,7 +544,11 @@ pub fn conv2d_forward_with(
             Ok(vec![gpu.dispatch(label, &key, &params, &buffers, [blocks.div_ceil(64), s.cout.div_ceil(tm), 1])?])
         }
         Conv2dKernel::Subgroup(t) => {
-            ensure!(super::subgroups_of_8(gpu), "{label}: the subgroup kernel needs subgroups of 8 lanes");
+            ensure!(
+                super::subgroups_hold(gpu, t.lanes),
+                "{label}: the subgroup kernel's {} lanes need subgroups of at least that many",
+                t.lanes
+            );
             // The tile was sized with the scalar window; should the vec4 one
             // not fit the source limit, the scalar one does.
             let mut vec4 = x.dtype == Dtype::F32 && window_vec4(s, &t);
@@ -601,6 +629,7 @@ const TILED_BN: u32 = 64;
 /// or with `vec4` groups of 4 columns (column cs is component (cshift + cs)
 /// % 4 of group (cshift + cs) / 4); `ncs` window columns, `ngs` groups a row.
 struct WindowGroups {
+    lanes: u32,
     vec4: bool,
     ncs: u32,
     ngs: u32,
@@ -628,10 +657,10 @@ fn window_value(g: &WindowGroups, row: u32, cs: u32, suffix: &str) -> String {
     if g.vec4 {
         let u = row * g.ngs + (g.cshift + cs) / 4;
         let c = ["x", "y", "z", "w"][((g.cshift + cs) % 4) as usize];
-        format!("subgroupBroadcast(v{}{suffix}.{c}, {}u)", u / 8, u % 8)
+        format!("subgroupBroadcast(v{}{suffix}.{c}, {}u)", u / g.lanes, u % g.lanes)
     } else {
         let e = row * g.ncs + cs;
-        format!("subgroupBroadcast(v{}{suffix}, {}u)", e / 8, e % 8)
+        format!("subgroupBroadcast(v{}{suffix}, {}u)", e / g.lanes, e % g.lanes)
     }
 }
 
@@ -798,7 +827,9 @@ fn subgroup_key(s: &Conv2dShape, t: &SubgroupTile, vec4: bool) -> Result<Pipelin
     let cshift = floor_shr(-pl, up).rem_euclid(4) as u32;
     let (unit_cols, ngs) = if vec4 { (4, (cshift + ncs).div_ceil(4)) } else { (1, ncs) };
     let elems = t.nb * nrs * ngs;
-    let q = elems.div_ceil(8);
+    ensure!(t.lanes == 8 || t.lanes == 16, "blocks of {} lanes (8 or 16)", t.lanes);
+    let l = t.lanes;
+    let q = elems.div_ceil(l);
     let kk = k * k;
 
     // Names are short on purpose: a source over 256 KiB breaks pipeline
@@ -817,14 +848,14 @@ fn subgroup_key(s: &Conv2dShape, t: &SubgroupTile, vec4: bool) -> Result<Pipelin
     let ec{i} = {col0} + {unit_cols} * i32(e{i} % {ngs}u);
     let ok{i} = er{i} >= 0 && er{i} < hs && ec{i} >= 0 && ec{i} < ws && b0 + en{i} < p.batch;
     let eo{i} = ((min(b0 + en{i}, p.batch - 1u) * p.cin) * plane + u32(clamp(er{i}, 0, hs - 1)) * p.w + u32(clamp(ec{i}, 0, ws - 1))){div};",
-            8 * i,
+            l * i,
             elems - 1,
             nrs * ngs
         );
     }
     let mut rows = String::new();
     for i in 0..t.tm {
-        let _ = writeln!(rows, "    let wr{i} = min(co0 + lane + {}u, p.cout - 1u) * p.cin * KK;", 8 * i);
+        let _ = writeln!(rows, "    let wr{i} = min(co0 + lane + {}u, p.cout - 1u) * p.cin * KK;", l * i);
     }
     let acc = |i: u32, n: u32, py: u32, px: u32| ((i * t.nb + n) * t.ph + py) * t.pw + px;
     let mut decl = String::new();
@@ -833,7 +864,7 @@ fn subgroup_key(s: &Conv2dShape, t: &SubgroupTile, vec4: bool) -> Result<Pipelin
     }
     // A plain 1x1 convolution takes 4 input channels a step (ci_step).
     let step = ci_step(s);
-    let g = WindowGroups { vec4, ncs, ngs, cshift };
+    let g = WindowGroups { lanes: l, vec4, ncs, ngs, cshift };
     ensure!(!t.winograd || winograd_fits(s, t), "block {t:?} cannot take the Winograd form for {s:?}");
     let (load, mac) = if step == 4 {
         sections_1x1_by4(t, &g, q)
@@ -933,8 +964,8 @@ fn subgroup_key(s: &Conv2dShape, t: &SubgroupTile, vec4: bool) -> Result<Pipelin
         let _ = writeln!(
             store,
             "    if (co0 + lane + {}u < p.cout) {{\n        let co = co0 + lane + {}u;\n        let sc = w_scale(co, p.cout * p.cin * KK);",
-            8 * i,
-            8 * i
+            l * i,
+            l * i
         );
         for n in 0..t.nb {
             let _ = writeln!(
@@ -965,6 +996,7 @@ fn subgroup_key(s: &Conv2dShape, t: &SubgroupTile, vec4: bool) -> Result<Pipelin
     ensure!(total < 220_000, "block {t:?} generates {total} bytes of WGSL, too many for one shader");
     Ok(crate::shaders::key("conv2d_forward_subgroup")
         .define("TM", t.tm)
+        .define("LANES", l)
         .define("NB", t.nb)
         .define("PH", t.ph)
         .define("PW", t.pw)
@@ -1011,36 +1043,42 @@ mod tests {
         // block's side), 16x16 or several 8x8 images, 2 channels. A block
         // smaller than the image with 4 or more channel groups walks the
         // groups first (here 16 groups of 16 channels, 32x32 outputs).
-        assert_eq!(subgroup_tile_for(&up(16, 16)), tile(2, 1, 16, 16).with_groups_inner());
-        assert_eq!(subgroup_tile_for(&up(1, 8)), tile(2, 1, 16, 16));
-        assert_eq!(subgroup_tile_for(&up(16, 4)), tile(2, 4, 8, 8));
-        assert_eq!(subgroup_tile_for(&up(1, 4)), tile(8, 1, 8, 8));
+        assert_eq!(subgroup_tile_for(&up(16, 16), 8), tile(2, 1, 16, 16).with_groups_inner());
+        assert_eq!(subgroup_tile_for(&up(1, 8), 8), tile(2, 1, 16, 16));
+        assert_eq!(subgroup_tile_for(&up(16, 4), 8), tile(2, 4, 8, 8));
+        assert_eq!(subgroup_tile_for(&up(1, 4), 8), tile(8, 1, 8, 8));
         // Plain 3x3: 4 channels x 8x16 pixels, or several small images, in
         // the Winograd form (3x3, stride 1, even blocks), as below.
-        assert_eq!(subgroup_tile_for(&same(16, 256, 16, 16, 256, 3)), wtile(4, 1, 8, 16).with_groups_inner());
-        assert_eq!(subgroup_tile_for(&same(16, 256, 8, 8, 256, 3)), wtile(4, 2, 8, 8));
-        assert_eq!(subgroup_tile_for(&same(16, 256, 4, 4, 256, 3)), wtile(4, 8, 4, 4));
+        assert_eq!(subgroup_tile_for(&same(16, 256, 16, 16, 256, 3), 8), wtile(4, 1, 8, 16).with_groups_inner());
+        assert_eq!(subgroup_tile_for(&same(16, 256, 8, 8, 256, 3), 8), wtile(4, 2, 8, 8));
+        assert_eq!(subgroup_tile_for(&same(16, 256, 4, 4, 256, 3), 8), wtile(4, 8, 4, 4));
         // Batch 1, 4x4: 16 channels x 16 pixels (the channel cap).
-        assert_eq!(subgroup_tile_for(&same(1, 256, 4, 4, 256, 3)), wtile(16, 1, 4, 4));
+        assert_eq!(subgroup_tile_for(&same(1, 256, 4, 4, 256, 3), 8), wtile(16, 1, 4, 4));
         // Stride 2: 8 channels x 8x8 outputs.
-        assert_eq!(subgroup_tile_for(&Conv2dShape { stride: 2, ..same(16, 128, 32, 32, 128, 3) }), tile(8, 1, 8, 8));
+        assert_eq!(subgroup_tile_for(&Conv2dShape { stride: 2, ..same(16, 128, 32, 32, 128, 3) }, 8), tile(8, 1, 8, 8));
         // Narrow layers (the small model's, cout <= 64): 256 accumulators,
         // 4 channels x 8x8, several 4x4 images, 1 x 16x16 upsampled.
-        assert_eq!(subgroup_tile_for(&same(16, 32, 32, 32, 32, 3)), wtile(4, 1, 8, 8));
-        assert_eq!(subgroup_tile_for(&same(16, 128, 16, 16, 64, 3)), wtile(4, 1, 8, 8));
-        assert_eq!(subgroup_tile_for(&same(16, 64, 4, 4, 64, 3)), wtile(4, 4, 4, 4));
-        assert_eq!(subgroup_tile_for(&Conv2dShape { stride: 2, ..same(16, 32, 32, 32, 32, 3) }), tile(4, 1, 8, 8));
+        assert_eq!(subgroup_tile_for(&same(16, 32, 32, 32, 32, 3), 8), wtile(4, 1, 8, 8));
+        assert_eq!(subgroup_tile_for(&same(16, 128, 16, 16, 64, 3), 8), wtile(4, 1, 8, 8));
+        assert_eq!(subgroup_tile_for(&same(16, 64, 4, 4, 64, 3), 8), wtile(4, 4, 4, 4));
+        assert_eq!(subgroup_tile_for(&Conv2dShape { stride: 2, ..same(16, 32, 32, 32, 32, 3) }, 8), tile(4, 1, 8, 8));
         let up_narrow = |batch, hw| Conv2dShape { upsample: true, ..same(batch, 64, hw, hw, 64, 3) };
-        assert_eq!(subgroup_tile_for(&up_narrow(16, 8)), tile(1, 1, 16, 16));
-        assert_eq!(subgroup_tile_for(&up_narrow(16, 4)), tile(1, 4, 8, 8));
+        assert_eq!(subgroup_tile_for(&up_narrow(16, 8), 8), tile(1, 1, 16, 16));
+        assert_eq!(subgroup_tile_for(&up_narrow(16, 4), 8), tile(1, 4, 8, 8));
         // No more channel groups than the layer has (conv_out, 3 channels).
-        assert_eq!(subgroup_tile_for(&same(16, 128, 32, 32, 3, 3)), wtile(1, 1, 8, 8));
+        assert_eq!(subgroup_tile_for(&same(16, 128, 32, 32, 3, 3), 8), wtile(1, 1, 8, 8));
         // 3 groups of 32: blocks first.
-        assert_eq!(subgroup_tile_for(&same(16, 128, 32, 32, 72, 3)), wtile(4, 1, 8, 16));
-        assert_eq!(subgroup_tile_for(&same(16, 128, 32, 32, 128, 3)), wtile(4, 1, 8, 16).with_groups_inner());
+        assert_eq!(subgroup_tile_for(&same(16, 128, 32, 32, 72, 3), 8), wtile(4, 1, 8, 16));
+        assert_eq!(subgroup_tile_for(&same(16, 128, 32, 32, 128, 3), 8), wtile(4, 1, 8, 16).with_groups_inner());
         // 1x1: 4 channels x 64 pixels (256 accumulators).
-        assert_eq!(subgroup_tile_for(&same(16, 256, 16, 16, 512, 1)), tile(4, 1, 8, 8).with_groups_inner());
-        assert_eq!(subgroup_tile_for(&same(16, 256, 8, 8, 512, 1)), tile(4, 1, 8, 8));
+        assert_eq!(subgroup_tile_for(&same(16, 256, 16, 16, 512, 1), 8), tile(4, 1, 8, 8).with_groups_inner());
+        assert_eq!(subgroup_tile_for(&same(16, 256, 8, 8, 512, 1), 8), tile(4, 1, 8, 8));
+        // 16 lanes (lavapipe at 512 bits): the same channels a lane where
+        // the layer has them, 2 a lane over 32 channels with the block
+        // widened to the budget.
+        assert_eq!(subgroup_tile_for(&same(16, 256, 16, 16, 256, 3), 16), wtile(4, 1, 8, 16).with_lanes(16).with_groups_inner());
+        assert_eq!(subgroup_tile_for(&same(16, 32, 32, 32, 32, 3), 16), wtile(2, 1, 8, 16).with_lanes(16));
+        assert_eq!(subgroup_tile_for(&same(16, 64, 4, 4, 64, 3), 16), wtile(4, 4, 4, 4).with_lanes(16));
     }
 
     #[test]

@@ -151,7 +151,7 @@ fn dim_plan(s: &Conv2dShape, pad: u32) -> DimPlan {
 /// adapter (the flipped weights, when dx runs as a forward convolution); 0
 /// means none (pass `None`).
 pub fn conv2d_backward_input_scratch_len(gpu: &Gpu, s: &Conv2dShape) -> usize {
-    InputGradLayout::new(backward_kernel_for(gpu), s).scratch_len(s)
+    InputGradLayout::new(backward_kernel_for(gpu), s, super::conv_lanes(gpu)).scratch_len(s)
 }
 
 /// dx (B, cin, h, w) (+)= d/dx of y = conv(x, w) / out_div, given
@@ -174,7 +174,7 @@ pub fn conv2d_backward_input(
     out_div: f32,
     accumulate: bool,
 ) -> Result<Vec<Dispatch>> {
-    let layout = InputGradLayout::new(backward_kernel_for(gpu), s);
+    let layout = InputGradLayout::new(backward_kernel_for(gpu), s, super::conv_lanes(gpu));
     conv2d_backward_input_with(gpu, &layout, label, dx, dy, w, scratch, s, out_div, accumulate)
 }
 
@@ -198,8 +198,9 @@ pub struct InputGradLayout {
 }
 
 impl InputGradLayout {
-    /// The blocking measured fastest for `s`.
-    pub fn new(kernel: Conv2dBackwardKernel, s: &Conv2dShape) -> InputGradLayout {
+    /// The blocking measured fastest for `s`; `lanes` is the forward
+    /// kernel's ([`super::conv_lanes`]) where dx runs as one.
+    pub fn new(kernel: Conv2dBackwardKernel, s: &Conv2dShape, lanes: u32) -> InputGradLayout {
         match kernel {
             Conv2dBackwardKernel::Generic => InputGradLayout { kernel, tm: 8, tn: 4, forward: None },
             // A 64 x 64 tile of dx (input channels x pixels) per workgroup.
@@ -227,7 +228,7 @@ impl InputGradLayout {
                 // its q, k, v projection 6% slower).
                 let forward = flipped_shape(s)
                     .filter(|_| s.ksize == 3 || s.ksize == 1)
-                    .map(|f| Conv2dKernel::Subgroup(super::conv2d::subgroup_tile_for(&f)));
+                    .map(|f| Conv2dKernel::Subgroup(super::conv2d::subgroup_tile_for(&f, lanes)));
                 InputGradLayout { kernel, tm, tn, forward }
             }
         }

@@ -74,11 +74,32 @@ pub fn elem(t: &str, four: bool) -> String {
     if four { format!("vec4<{t}>") } else { t.to_string() }
 }
 
-/// Whether the adapter runs subgroups of exactly 8 lanes, which every
-/// `*_subgroup.wgsl` kernel assumes (one subgroup per workgroup, values
-/// handed across lanes 0-7 with subgroupBroadcast).
+/// Whether a workgroup of 8 invocations is one subgroup on this adapter
+/// (subgroups of 8 lanes or more), which every 8-lane `*_subgroup.wgsl`
+/// kernel assumes (one subgroup per workgroup, values handed across lanes
+/// 0-7 with subgroupBroadcast). lavapipe's subgroups are 8 lanes at its
+/// default 256-bit vectors and 16 at `LP_NATIVE_VECTOR_WIDTH=512`; a
+/// workgroup of 8 then fills half a subgroup, the other lanes inactive.
 pub fn subgroups_of_8(gpu: &crate::gpu::Gpu) -> bool {
-    gpu.has_subgroups() && gpu.info.subgroup_min_size == 8 && gpu.info.subgroup_max_size == 8
+    subgroups_hold(gpu, 8)
+}
+
+/// Whether a workgroup of `lanes` invocations is one subgroup: the adapter
+/// has subgroups and its smallest subgroup has at least `lanes` lanes.
+pub fn subgroups_hold(gpu: &crate::gpu::Gpu, lanes: u32) -> bool {
+    gpu.has_subgroups() && gpu.info.subgroup_min_size >= lanes && gpu.info.subgroup_max_size >= lanes
+}
+
+/// Lanes per workgroup of the CPU family's conv forward kernel (and of the
+/// input gradients it computes), chosen once per adapter here: 16 where the
+/// software adapter's subgroups hold 16 (lavapipe with 512-bit vectors, which
+/// `petal` asks for on CPUs with AVX-512: [`crate::gpu::prefer_wide_vectors`]),
+/// else 8. A 16-lane subgroup is one 512-bit vector: each multiply-add
+/// instruction does twice the work, while a load still costs one pass over
+/// the lanes per value (BENCHMARKS.md, "16-lane convolutions"). The other
+/// subgroup kernels keep 8 lanes.
+pub fn conv_lanes(gpu: &crate::gpu::Gpu) -> u32 {
+    if gpu.family == crate::gpu::KernelFamily::Cpu && subgroups_hold(gpu, 16) { 16 } else { 8 }
 }
 
 /// Whether the CPU family's kernels may take the Winograd form (the conv
@@ -89,7 +110,7 @@ pub fn winograd_enabled() -> bool {
 }
 
 /// Whether this adapter uses the CPU family's subgroup kernels (software
-/// adapters such as lavapipe with 8-lane subgroups).
+/// adapters such as lavapipe whose subgroups hold 8 lanes).
 pub fn cpu_subgroup_kernels(gpu: &crate::gpu::Gpu) -> bool {
     gpu.family == crate::gpu::KernelFamily::Cpu && subgroups_of_8(gpu)
 }
