@@ -6,8 +6,6 @@ mod cli;
 use clap::Parser;
 
 fn main() {
-    // SAFETY: no other thread exists yet, and no GPU instance.
-    unsafe { petal::gpu::prefer_wide_vectors() };
     let args = cli::Cli::parse();
     let result = match args.command {
         Some(command) => {
@@ -19,6 +17,11 @@ fn main() {
                 // SAFETY: no other thread exists yet.
                 unsafe { std::env::set_var("NODEVICE_SELECT", "1") };
             }
+            // 512-bit lavapipe (16-lane convolutions) for headless work only:
+            // the window's graphics shaders crashed LLVM at that width (see
+            // petal::gpu::prefer_wide_vectors).
+            // SAFETY: no other thread exists yet, and no GPU instance.
+            unsafe { petal::gpu::prefer_wide_vectors() };
             cli::run(&args.gpu, command)
         }
         None => args.gpu.options().and_then(|gpu| petal::app::run(petal::app::Launch { model: args.model, gpu })),

@@ -69,6 +69,14 @@ impl KernelFamily {
 /// the variable. `PETAL_WIDE_VECTORS=0` leaves lavapipe at its default
 /// (256 bits, 8-lane subgroups). Returns whether it set the variable.
 ///
+/// `petal` calls it for its headless commands only (sample, train, bench,
+/// parity), not for the window: with Mesa 22.3.6 and LLVM 15 at 512 bits the
+/// app crashed (SIGSEGV in LLVM's EarlyCSE pass, building a shader while the
+/// window drew) in 4 of 10 launches under Xvfb (2 starting up, 2 while
+/// generating), in none of 5 at the default width (1 generating a batch of
+/// 16). Compute-only processes ran the kernel and parity test suites and
+/// `petal sample` at 512 bits without a fault.
+///
 /// # Safety
 /// Call before any other thread exists and before any GPU instance is made
 /// (Mesa reads the variable once, when the driver loads): changing the
