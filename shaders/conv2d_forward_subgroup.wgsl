@@ -6,8 +6,10 @@
 //
 // Why this shape. llvmpipe runs a subgroup of 8 invocations as one 8-wide
 // SIMD vector (16, one 512-bit vector, at LP_NATIVE_VECTOR_WIDTH=512, which
-// petal asks for on CPUs with AVX-512; the text below says 8 for LANES):
-// arithmetic is cheap (8 lanes per instruction) but every storage-buffer load is a scalar loop over the lanes that costs about 50
+// petal's headless commands ask for on CPUs with AVX-512; the text below
+// says 8 for LANES):
+// arithmetic is cheap (8 lanes per instruction) but every storage-buffer
+// load is a scalar loop over the lanes that costs about 50
 // cycles per lane and element (measured, Mesa 22.3.6), about 20 vector
 // multiply-adds. A vec4 load is one such loop for four values (about 1.4x
 // the time of a scalar one, BENCHMARKS.md), so the window is read in vec4
