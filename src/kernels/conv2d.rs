@@ -359,6 +359,12 @@ pub fn subgroup_tile_for(s: &Conv2dShape, lanes: u32) -> SubgroupTile {
     let (budget, ph_max, pw_max, pixels_wanted) = match (s.ksize, s.upsample, s.stride) {
         (1, _, _) => (SUBGROUP_ACCUMULATORS_SMALL, 8, 8, 64),
         (_, true, _) => (wide_budget, 16, 16, 256),
+        // 16 lanes hold a narrow layer's channels two a lane, so the whole
+        // budget goes to 16x16 pixels: 2 channels x 16x16 ran 10-40% faster
+        // than 2 x 8x16 or 4 x 8x8 on the small model's 16x16 and 32x32 3x3
+        // layers (`benches/conv.rs " k3" --config small --batch 64`,
+        // BENCHMARKS.md); 8x8 images keep 4 x 8x8.
+        (_, _, 1) if narrow && lanes == 16 && ho >= 16 && wo >= 16 && s.cout >= 16 => (SUBGROUP_ACCUMULATORS, 16, 16, 256),
         _ if narrow => (SUBGROUP_ACCUMULATORS_SMALL, 8, 8, 64),
         (_, _, 2) => (SUBGROUP_ACCUMULATORS, 8, 8, 64),
         _ => (SUBGROUP_ACCUMULATORS, 8, 16, 128),
@@ -1074,10 +1080,12 @@ mod tests {
         assert_eq!(subgroup_tile_for(&same(16, 256, 16, 16, 512, 1), 8), tile(4, 1, 8, 8).with_groups_inner());
         assert_eq!(subgroup_tile_for(&same(16, 256, 8, 8, 512, 1), 8), tile(4, 1, 8, 8));
         // 16 lanes (lavapipe at 512 bits): the same channels a lane where
-        // the layer has them, 2 a lane over 32 channels with the block
-        // widened to the budget.
+        // the layer has them; narrow 3x3 layers 2 a lane over 16x16, and
+        // other narrow blocks (stride 2) widened to the budget.
         assert_eq!(subgroup_tile_for(&same(16, 256, 16, 16, 256, 3), 16), wtile(4, 1, 8, 16).with_lanes(16).with_groups_inner());
-        assert_eq!(subgroup_tile_for(&same(16, 32, 32, 32, 32, 3), 16), wtile(2, 1, 8, 16).with_lanes(16));
+        assert_eq!(subgroup_tile_for(&same(16, 32, 32, 32, 32, 3), 16), wtile(2, 1, 16, 16).with_lanes(16));
+        assert_eq!(subgroup_tile_for(&same(16, 128, 16, 16, 64, 3), 16), wtile(2, 1, 16, 16).with_lanes(16));
+        assert_eq!(subgroup_tile_for(&Conv2dShape { stride: 2, ..same(16, 32, 32, 32, 32, 3) }, 16), tile(2, 1, 8, 16).with_lanes(16));
         assert_eq!(subgroup_tile_for(&same(16, 64, 4, 4, 64, 3), 16), wtile(4, 4, 4, 4).with_lanes(16));
     }
 
