@@ -119,13 +119,10 @@ fn conv2d_forward_matches_reference() {
 #[test]
 fn conv2d_forward_16_lanes_match_reference() {
     let gpu = gpu(petal::gpu::KernelFamily::Cpu);
-    let wide = cfg!(target_arch = "x86_64") && {
-        #[cfg(target_arch = "x86_64")]
-        let avx512 = std::arch::is_x86_feature_detected!("avx512f");
-        #[cfg(not(target_arch = "x86_64"))]
-        let avx512 = false;
-        avx512
-    };
+    #[cfg(target_arch = "x86_64")]
+    let wide = std::arch::is_x86_feature_detected!("avx512f");
+    #[cfg(not(target_arch = "x86_64"))]
+    let wide = false;
     if !gpu.info.name.contains("llvmpipe") || !wide || std::env::var_os("LP_NATIVE_VECTOR_WIDTH").is_some() {
         eprintln!("skipped: needs lavapipe at its default width on a CPU with AVX-512");
         return;

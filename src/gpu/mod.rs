@@ -64,8 +64,9 @@ impl KernelFamily {
 /// `LP_NATIVE_VECTOR_WIDTH=512` in this process's environment, where the
 /// user has not set it. lavapipe then runs subgroups of 16 lanes and the CPU
 /// family's conv kernels use them ([`crate::kernels::conv_lanes`]): on a
-/// 2-core AMD EPYC (Zen 5) the small model's training step took 1.2-1.3x
-/// less time (BENCHMARKS.md, "16-lane convolutions"). Other drivers ignore
+/// 2-core AMD EPYC (Zen 5) cifar10-32's forward pass at batch 16 took 1.38x
+/// less time and training steps 1.07-1.10x less (BENCHMARKS.md, "16-lane
+/// convolutions"). Other drivers ignore
 /// the variable. `PETAL_WIDE_VECTORS=0` leaves lavapipe at its default
 /// (256 bits, 8-lane subgroups). Returns whether it set the variable.
 ///

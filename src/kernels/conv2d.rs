@@ -379,13 +379,11 @@ pub fn subgroup_tile_for(s: &Conv2dShape, lanes: u32) -> SubgroupTile {
     let mut t = SubgroupTile::new(tm, nb, ph, pw).with_lanes(lanes);
     // Few channels for the lanes (16 lanes over 32 channels: 2 a lane):
     // the budget the channels leave goes to wider, then taller blocks.
-    while t.tm * t.nb * t.ph * t.pw * 2 <= budget && (t.pw < wo || t.ph < ho) && lanes > 8 {
-        if t.pw < wo && t.pw <= t.ph {
+    while lanes > 8 && t.accumulators() * 2 <= budget && (t.pw < wo || t.ph < ho) {
+        if t.pw < wo && (t.pw <= t.ph || t.ph >= ho) {
             t.pw = even((t.pw * 2).min(wo));
-        } else if t.ph < ho {
-            t.ph = even((t.ph * 2).min(ho));
         } else {
-            t.pw = even((t.pw * 2).min(wo));
+            t.ph = even((t.ph * 2).min(ho));
         }
     }
     // Wide windows (stride 2) generate more code per accumulator: shrink

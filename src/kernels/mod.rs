@@ -87,7 +87,7 @@ pub fn subgroups_of_8(gpu: &crate::gpu::Gpu) -> bool {
 /// Whether a workgroup of `lanes` invocations is one subgroup: the adapter
 /// has subgroups and its smallest subgroup has at least `lanes` lanes.
 pub fn subgroups_hold(gpu: &crate::gpu::Gpu, lanes: u32) -> bool {
-    gpu.has_subgroups() && gpu.info.subgroup_min_size >= lanes && gpu.info.subgroup_max_size >= lanes
+    gpu.has_subgroups() && gpu.info.subgroup_min_size >= lanes
 }
 
 /// Lanes per workgroup of the CPU family's conv forward kernel (and of the
