@@ -27,9 +27,11 @@
 //!
 //! `--op dw` times the weight gradient (conv2d_backward_weight) of the same
 //! shapes instead: variants `generic`, `cpu` and `gpu` (the family's kernel
-//! and blocking), `cpu-direct` (the CPU family's blocking without the
+//! and blocking), `cpu-l8` (the CPU family's choice for 8 lanes, where the
+//! adapter runs 16), `cpu-direct` (the CPU family's blocking without the
 //! Winograd form), or `dwTMxTC` / `dwwTMxTC` (the subgroup kernel, TM output
-//! channels a workgroup, TC input channels a lane; direct / Winograd form).
+//! channels a workgroup, TC input channels a lane; direct / Winograd form;
+//! on the adapter's lanes, or 8 with the suffix `l8`, e.g. `dww32x4l8`).
 //!
 //! On a software adapter the numbers move with other load on the machine
 //! (check `uptime`). `--cpu-time` divides by the CPU time this process used
@@ -148,6 +150,8 @@ fn dw_variant(name: &str, gpu: &Gpu, s: &Conv2dShape) -> Option<WeightGradLayout
         // The CPU family's kernel on an adapter with 8-lane subgroups.
         "cpu" => Some(WeightGradLayout::new(gpu, Conv2dBackwardKernel::Subgroup, s)),
         "gpu" => Some(WeightGradLayout::new(gpu, Conv2dBackwardKernel::Tiled, s)),
+        // The CPU family's choice for 8 lanes (where the adapter runs 16).
+        "cpu-l8" => Some(WeightGradLayout::new_for_lanes(gpu, Conv2dBackwardKernel::Subgroup, s, 8)),
         // The CPU family's blocking without the Winograd form.
         "cpu-direct" => Some(WeightGradLayout::new_direct(gpu, Conv2dBackwardKernel::Subgroup, s)),
         other => {
@@ -157,8 +161,15 @@ fn dw_variant(name: &str, gpu: &Gpu, s: &Conv2dShape) -> Option<WeightGradLayout
                 Some(rest) => (true, rest),
                 None => (false, other.strip_prefix("dw")?),
             };
+            let (rest, lanes) = match rest.strip_suffix("l8") {
+                Some(rest) => (rest, Some(8)),
+                None => (rest, None),
+            };
             let (tm, tc) = rest.split_once('x')?;
-            let l = WeightGradLayout::with_blocking(gpu, Conv2dBackwardKernel::Subgroup, s, tm.parse().ok()?, tc.parse().ok()?);
+            let mut l = WeightGradLayout::with_blocking(gpu, Conv2dBackwardKernel::Subgroup, s, tm.parse().ok()?, tc.parse().ok()?);
+            if let Some(lanes) = lanes {
+                l = l.with_lanes(gpu, s, lanes);
+            }
             Some(if wino && conv2d_backward::dw_winograd_fits(s) { l.in_winograd_form(gpu, s) } else { l })
         }
     }
@@ -279,7 +290,8 @@ fn main() -> anyhow::Result<()> {
                     };
                     if vname == "cpu" || vname == "gpu" {
                         let form = if l.winograd { " winograd" } else { "" };
-                        picked.push(format!("{vname}={:?} {}x{}{form} /{}", l.kernel, l.tm, l.tc, l.chunks_used(&s)));
+                        let lanes = if l.kernel == Conv2dBackwardKernel::Subgroup { format!(" l{}", l.lanes) } else { String::new() };
+                        picked.push(format!("{vname}={:?} {}x{}{lanes}{form} /{}", l.kernel, l.tm, l.tc, l.chunks_used(&s)));
                     }
                     let need = l.scratch_len(&s);
                     let scratch = (need > 0).then(|| TensorView::whole(gpu.storage_buffer("scratch", need as u64 * 4)));

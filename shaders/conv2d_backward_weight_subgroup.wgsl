@@ -14,12 +14,16 @@
 // its own copy of dw in `out` (out is dw itself when there is one chunk),
 // which a sum_rows dispatch adds up.
 //
-// Lavapipe shape: one workgroup = one subgroup of 8 lanes covering TM output
-// channels x 8*TC input channels; lane l owns input channels
-// ci0 + l + 8c (c < TC) and keeps TM x TC x AA sums. For each segment, lane
-// l loads dy of pixel l for the TM channels and hands it to the others with
-// subgroupBroadcast; each lane loads its own input rows once and reuses every
-// value for all the taps that read it.
+// Lavapipe shape: one workgroup = one subgroup of LANES lanes (8, or 16 at
+// lavapipe's 512-bit vectors: kernels::conv_lanes) covering TM output
+// channels x LANES*TC input channels; lane l owns input channels
+// ci0 + l + LANES c (c < TC) and keeps TM x TC x AA sums. For each segment,
+// the lanes load dy of its 8 pixels for the TM channels (lane l pixel l % 8;
+// with 16 lanes, lanes 0-7 and 8-15 take alternate channels) and hand it to
+// the others with subgroupBroadcast; each lane loads its own input rows once
+// and reuses every value for all the taps that read it. At 16 lanes each
+// multiply-add does twice the work of the 8-lane kernel's, for the same
+// number of loads a lane.
 //
 // FORM (snippets/conv2d_dw_{direct,winograd}.wgsl) says how a step adds to
 // the sums: `direct` steps one output row (ROWS = 1) and keeps K x K sums per
@@ -42,6 +46,7 @@ const K: u32 = {{K}}u;
 const S: u32 = {{S}}u;
 const TM: u32 = {{TM}}u;      // output channels per workgroup
 const TC: u32 = {{TC}}u;      // input channels per lane
+const LANES: u32 = {{LANES}}u; // lanes of the workgroup (one subgroup)
 const KK: u32 = K * K;
 const NCOL: u32 = 7u * S + K; // input columns a segment of 8 pixels reads
 
@@ -56,7 +61,8 @@ const KEEP: u32 = NR - ROWS * S;     // of which the next step reads again (K - 
 @group(0) @binding(2) var<storage, read> x: array<{{X_T}}>;
 @group(0) @binding(3) var<storage, read_write> out: array<f32>;
 
-// broadcast8, dot8: one lane's value handed to all 8.
+// broadcast8, dot8: one lane's value handed to all 8 (broadcast8_hi: from
+// lanes 8-15).
 // #include "snippets/broadcast8.wgsl"
 
 // load_row: one logical input row under an 8-pixel segment (x_scalar: one
@@ -68,17 +74,17 @@ const KEEP: u32 = NR - ROWS * S;     // of which the next step reads again (K - 
 // #include "snippets/conv2d_dw_x_{{X_LOADS}}.wgsl"
 // #include "snippets/conv2d_dw_dy_{{DY_LOADS}}.wgsl"
 
-@compute @workgroup_size(8)
+@compute @workgroup_size({{LANES}})
 fn main(
     @builtin(workgroup_id) wid: vec3<u32>,
     @builtin(subgroup_invocation_id) lane: u32,
 ) {
-    let ci0 = wid.x * 8u * TC;
+    let ci0 = wid.x * LANES * TC;
     let co0 = wid.y * TM;
     let chunk = wid.z;
     var cis: array<u32, TC>;
     for (var c = 0u; c < TC; c++) {
-        cis[c] = min(ci0 + lane + 8u * c, p.cin - 1u);
+        cis[c] = min(ci0 + lane + LANES * c, p.cin - 1u);
     }
     let plane_in = p.h * p.w;
     let plane_out = p.ho * p.wo;
@@ -151,7 +157,7 @@ fn main(
             break;
         }
         for (var c = 0u; c < TC; c++) {
-            let ci = ci0 + lane + 8u * c;
+            let ci = ci0 + lane + LANES * c;
             if (ci >= p.cin) {
                 break;
             }

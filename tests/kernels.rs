@@ -118,23 +118,7 @@ fn conv2d_forward_matches_reference() {
 /// Skipped where the adapter is not lavapipe or the CPU lacks AVX-512.
 #[test]
 fn conv2d_forward_16_lanes_match_reference() {
-    let gpu = gpu(petal::gpu::KernelFamily::Cpu);
-    #[cfg(target_arch = "x86_64")]
-    let wide = std::arch::is_x86_feature_detected!("avx512f");
-    #[cfg(not(target_arch = "x86_64"))]
-    let wide = false;
-    if !gpu.info.name.contains("llvmpipe") || !wide || std::env::var_os("LP_NATIVE_VECTOR_WIDTH").is_some() {
-        eprintln!("skipped: needs lavapipe at its default width on a CPU with AVX-512");
-        return;
-    }
-    let out = std::process::Command::new(std::env::current_exe().unwrap())
-        .args(["--exact", "conv2d_forward_subgroup_blocks_match_reference", "--nocapture"])
-        .env("LP_NATIVE_VECTOR_WIDTH", "512")
-        .env("PETAL_TEST_EXPECT_LANES", "16")
-        .output()
-        .expect("running this test binary again");
-    let text = String::from_utf8_lossy(&out.stdout).to_string() + &String::from_utf8_lossy(&out.stderr);
-    assert!(out.status.success() && text.contains("1 passed"), "the 16-lane run failed:\n{text}");
+    rerun_at_16_lanes("conv2d_forward_subgroup_blocks_match_reference");
 }
 
 /// Every edge of the CPU-family (subgroup) kernel's block, on explicit blocks:

@@ -224,8 +224,15 @@ fn conv2d_backward_input_wants_its_scratch() {
 
 #[test]
 fn conv2d_backward_weight_matches_reference() {
+    let mut ran_16_lanes = 0;
     for family in FAMILIES {
         let gpu = gpu(family);
+        // The subgroup kernel's lanes on this adapter (16 at 512-bit
+        // lavapipe: conv2d_backward_weight_16_lanes_match_reference).
+        let lanes = petal::kernels::conv_lanes(&gpu);
+        if let (Ok(want), petal::gpu::KernelFamily::Cpu) = (std::env::var("PETAL_TEST_EXPECT_LANES"), family) {
+            assert_eq!(lanes.to_string(), want, "the adapter's conv lanes ({})", gpu.describe());
+        }
         for (case, (s, out_div, production)) in conv_cases().into_iter().enumerate() {
             let seed = 200 + case as u64 * 10;
             let dy = randn(seed, s.out_len(), 1.0);
@@ -237,8 +244,21 @@ fn conv2d_backward_weight_matches_reference() {
             // subgroup kernel can take the Winograd form, both forms.
             let auto = weight_layout(&gpu, &s, production);
             let mut layouts = vec![auto];
-            if auto.kernel == Conv2dBackwardKernel::Subgroup && conv2d_backward::dw_winograd_fits(&s) {
-                layouts.push(WeightGradLayout { winograd: !auto.winograd, ..auto });
+            if auto.kernel == Conv2dBackwardKernel::Subgroup {
+                if conv2d_backward::dw_winograd_fits(&s) {
+                    layouts.push(WeightGradLayout { winograd: !auto.winograd, ..auto });
+                }
+                // Channels a workgroup not a multiple of the lanes' dy
+                // loads (12 output channels: scalar dy loads on 16 lanes,
+                // vec4 on 8 where rows allow) and 3 input channels a lane.
+                if !production {
+                    layouts.push(WeightGradLayout { tm: 12, tc: 3, lanes, ..auto });
+                }
+                // 16-lane adapters run both widths (8-lane blocks in 16-lane
+                // subgroups, the upper lanes idle).
+                if lanes == 16 {
+                    layouts.push(auto.with_lanes(&gpu, &s, if auto.lanes == 16 { 8 } else { 16 }));
+                }
             }
             // Chunks of two steps: most start inside a column of steps (the
             // Winograd form's columns have ho / 2 of them).
@@ -264,9 +284,24 @@ fn conv2d_backward_weight_matches_reference() {
                 run(&gpu, &d);
                 let what = format!("conv dw {s:?} ({family:?}, {layout:?})");
                 assert_close(&what, &gpu.read_f32(&dw).unwrap(), &want, 1e-4, 1e-4);
+                ran_16_lanes += usize::from(layout.kernel == Conv2dBackwardKernel::Subgroup && layout.lanes == 16);
             }
         }
     }
+    if std::env::var_os("PETAL_TEST_EXPECT_LANES").is_some() {
+        assert!(ran_16_lanes > 0, "no 16-lane layout ran");
+    }
+}
+
+/// The weight gradient's 16-lane blocks (lavapipe at 512-bit vectors, which
+/// `petal`'s headless commands ask for on CPUs with AVX-512:
+/// `petal::gpu::prefer_wide_vectors`): [`conv2d_backward_weight_matches_reference`]
+/// run again in a child process with `LP_NATIVE_VECTOR_WIDTH=512`, which
+/// Mesa reads when the driver loads; it checks it got 16 lanes. Skipped where
+/// the adapter is not lavapipe or the CPU lacks AVX-512.
+#[test]
+fn conv2d_backward_weight_16_lanes_match_reference() {
+    rerun_at_16_lanes("conv2d_backward_weight_matches_reference");
 }
 
 #[test]

@@ -15,6 +15,17 @@ fn broadcast8(v: f32) -> array<f32, 8> {
     );
 }
 
+// broadcast8_hi(v)[l] is lane 8 + l's v, on every lane: the upper half of a
+// 16-lane subgroup (kernels that run 8-lane blocks in both halves).
+fn broadcast8_hi(v: f32) -> array<f32, 8> {
+    return array<f32, 8>(
+        subgroupBroadcast(v, 8u), subgroupBroadcast(v, 9u),
+        subgroupBroadcast(v, 10u), subgroupBroadcast(v, 11u),
+        subgroupBroadcast(v, 12u), subgroupBroadcast(v, 13u),
+        subgroupBroadcast(v, 14u), subgroupBroadcast(v, 15u),
+    );
+}
+
 // The sum over lanes l of d[l] * u[l], in lane order: with d = broadcast8(v),
 // lane-summed products of the 8 lanes' v with this lane's u.
 fn dot8(d: array<f32, 8>, u: array<f32, 8>) -> f32 {
@@ -23,9 +34,9 @@ fn dot8(d: array<f32, 8>, u: array<f32, 8>) -> f32 {
 }
 
 // The vec4s v of lanes 2h and 2h + 1 as 8 values (lane 2h's x, y, z, w,
-// then lane 2h + 1's), on every lane. Call it with h known when the shader
-// is compiled (a constant, or a counter of a loop Mesa unrolls), so that the
-// switch folds away.
+// then lane 2h + 1's), on every lane; h < 4 on 8 lanes, h < 8 on 16. Call it
+// with h known when the shader is compiled (a constant, or a counter of a
+// loop Mesa unrolls), so that the switch folds away.
 fn broadcast_pair(v: vec4<f32>, h: u32) -> array<f32, 8> {
     var lo: vec4<f32>;
     var hi: vec4<f32>;
@@ -42,9 +53,25 @@ fn broadcast_pair(v: vec4<f32>, h: u32) -> array<f32, 8> {
             lo = subgroupBroadcast(v, 4u);
             hi = subgroupBroadcast(v, 5u);
         }
-        default: {
+        case 3u: {
             lo = subgroupBroadcast(v, 6u);
             hi = subgroupBroadcast(v, 7u);
+        }
+        case 4u: {
+            lo = subgroupBroadcast(v, 8u);
+            hi = subgroupBroadcast(v, 9u);
+        }
+        case 5u: {
+            lo = subgroupBroadcast(v, 10u);
+            hi = subgroupBroadcast(v, 11u);
+        }
+        case 6u: {
+            lo = subgroupBroadcast(v, 12u);
+            hi = subgroupBroadcast(v, 13u);
+        }
+        default: {
+            lo = subgroupBroadcast(v, 14u);
+            hi = subgroupBroadcast(v, 15u);
         }
     }
     return array<f32, 8>(lo.x, lo.y, lo.z, lo.w, hi.x, hi.y, hi.z, hi.w);

@@ -10,8 +10,10 @@
 //!
 //! Both convolution gradients are implicit GEMMs like the forward, with the
 //! same three kernel shapes: a register-blocked fallback for any adapter, for
-//! software adapters with subgroups of 8 lanes (lavapipe) a variant that
-//! shares one operand across the subgroup with `subgroupBroadcast`, and for
+//! software adapters with subgroups of 8 lanes or more (lavapipe) a variant
+//! that shares one operand across the subgroup with `subgroupBroadcast` (the
+//! weight gradient's on 16 lanes where the subgroups hold them:
+//! [`WeightGradLayout::lanes`]), and for
 //! hardware GPUs 64 x 64 workgroup-memory tiles (`*_tiled.wgsl`). On
 //! software adapters the input gradient of a stride-1 convolution is instead
 //! the forward kernel run over dy with flipped weights ([`InputGradLayout`]).
@@ -25,7 +27,9 @@ use anyhow::{Context, Result, ensure};
 pub enum Conv2dBackwardKernel {
     /// Register-blocked, no workgroup memory, no subgroups. Any adapter.
     Generic,
-    /// Subgroups of exactly 8 lanes sharing one operand by subgroupBroadcast.
+    /// Workgroups of one subgroup (8 lanes, or 16 for the weight gradient
+    /// where [`super::conv_lanes`] says so) sharing one operand by
+    /// subgroupBroadcast.
     Subgroup,
     /// Workgroup-memory tiles of 64 x 64 (conv2d_backward_input_tiled.wgsl,
     /// conv2d_backward_weight_tiled.wgsl), for hardware GPUs.
@@ -477,6 +481,10 @@ pub struct WeightGradLayout {
     /// Subgroup kernel only: take 2x2 tiles of dy in the Winograd F(3x3, 2x2)
     /// form (snippets/conv2d_dw_winograd.wgsl); needs [`dw_winograd_fits`].
     pub winograd: bool,
+    /// Subgroup kernel only: lanes of its workgroup, 8 or 16 (the adapter's
+    /// [`super::conv_lanes`]); each workgroup covers `lanes * tc` input
+    /// channels.
+    pub lanes: u32,
 }
 
 /// Whether the subgroup dw kernel can take `s` in the Winograd form: a 3x3
@@ -490,7 +498,19 @@ impl WeightGradLayout {
     /// The blocking measured fastest for `s`, and enough chunks to keep this
     /// adapter busy.
     pub fn new(gpu: &Gpu, kernel: Conv2dBackwardKernel, s: &Conv2dShape) -> WeightGradLayout {
-        let direct = Self::new_direct(gpu, kernel, s);
+        Self::new_for_lanes(gpu, kernel, s, Self::adapter_lanes(gpu, kernel))
+    }
+
+    /// The lanes the subgroup kernel runs on this adapter
+    /// ([`super::conv_lanes`]; 8 for the other kernels, which ignore it).
+    fn adapter_lanes(gpu: &Gpu, kernel: Conv2dBackwardKernel) -> u32 {
+        if kernel == Conv2dBackwardKernel::Subgroup { super::conv_lanes(gpu) } else { 8 }
+    }
+
+    /// [`Self::new`]'s choice for the subgroup kernel on `lanes` lanes (8 or
+    /// 16) rather than the adapter's: benches/conv.rs compares them.
+    pub fn new_for_lanes(gpu: &Gpu, kernel: Conv2dBackwardKernel, s: &Conv2dShape, lanes: u32) -> WeightGradLayout {
+        let direct = Self::direct_for_lanes(gpu, kernel, s, lanes);
         // The Winograd form where it applies and the workgroup has 32 output
         // channels (cout > 8) to share its transforms (with conv_out's 3,
         // the transforms cost more than they save), with 4 input channels a
@@ -501,8 +521,20 @@ impl WeightGradLayout {
         // ones, less with 32 x 2; conv_out's 8 x 2 at 0.6x.
         // PETAL_WINOGRAD=0 keeps the direct form (super::winograd_enabled).
         if direct.kernel == Conv2dBackwardKernel::Subgroup && direct.tm == 32 && dw_winograd_fits(s) && super::winograd_enabled() {
-            let tc = if s.cin >= 32 { 4 } else { direct.tc };
-            WeightGradLayout { tc, ..direct }.in_winograd_form(gpu, s)
+            // Each lane transforms dy for all 32 output channels, shared by
+            // its tc input channels: where the adapter has 16 lanes, this
+            // form still runs 8 lanes x 4 (1.05-1.2x the speed of 16 x 2 on
+            // cifar10-32's layers at b64, about even to 1.2x on the small
+            // model's; 16 x 4 ran slower still, its sums twice the bytes),
+            // except on upsampled inputs, whose scalar loads favour 16 x 2
+            // (1.5-2x; benches/conv.rs --op dw, BENCHMARKS.md).
+            let (lanes, tc) = match lanes {
+                16 if s.upsample => (16, 2),
+                _ if s.cin >= 32 => (8, 4),
+                _ => (lanes, direct.tc),
+            };
+            let tc = tc.min(s.cin.div_ceil(lanes)).max(1);
+            WeightGradLayout { tc, lanes, ..direct }.in_winograd_form(gpu, s)
         } else {
             direct
         }
@@ -511,6 +543,10 @@ impl WeightGradLayout {
     /// The blocking measured fastest for `s` in the direct form (what
     /// [`Self::new`] picks with `PETAL_WINOGRAD=0`).
     pub fn new_direct(gpu: &Gpu, kernel: Conv2dBackwardKernel, s: &Conv2dShape) -> WeightGradLayout {
+        Self::direct_for_lanes(gpu, kernel, s, Self::adapter_lanes(gpu, kernel))
+    }
+
+    fn direct_for_lanes(gpu: &Gpu, kernel: Conv2dBackwardKernel, s: &Conv2dShape, lanes: u32) -> WeightGradLayout {
         // The subgroup kernel keeps K - S input rows between steps.
         let kernel = if s.ksize < s.stride { Conv2dBackwardKernel::Generic } else { kernel };
         let (tm, tc) = match kernel {
@@ -519,9 +555,13 @@ impl WeightGradLayout {
             Conv2dBackwardKernel::Tiled => (TILED_BM, 1),
             // Measured on lavapipe: 32 output channels x 2 input channels x
             // 9 taps per lane (8 input channels for 1x1).
-            Conv2dBackwardKernel::Subgroup => (if s.cout <= 8 { 8 } else { 32 }, if s.ksize == 1 { 8 } else { 2 }),
+            // No more input channels a lane than the lanes fill.
+            Conv2dBackwardKernel::Subgroup => {
+                let tc: u32 = if s.ksize == 1 { 8 } else { 2 };
+                (if s.cout <= 8 { 8 } else { 32 }, tc.min(s.cin.div_ceil(lanes)).max(1))
+            }
         };
-        Self::with_blocking(gpu, kernel, s, tm, tc)
+        Self::with_blocking(gpu, kernel, s, tm, tc).with_lanes(gpu, s, lanes)
     }
 
     /// This layout with the subgroup kernel's Winograd form, its chunks
@@ -535,11 +575,20 @@ impl WeightGradLayout {
     }
 
     /// A layout with the blocking given (`tm` output channels a workgroup,
-    /// `tc` input channels a lane for the subgroup kernel), and enough chunks
-    /// to keep this adapter busy, in the direct form. For benches/conv.rs;
-    /// [`Self::new`] picks.
+    /// `tc` input channels a lane for the subgroup kernel, on the adapter's
+    /// lanes), and enough chunks to keep this adapter busy, in the direct
+    /// form. For benches/conv.rs; [`Self::new`] picks.
     pub fn with_blocking(gpu: &Gpu, kernel: Conv2dBackwardKernel, s: &Conv2dShape, tm: u32, tc: u32) -> WeightGradLayout {
-        let mut l = WeightGradLayout { kernel, tm, tc, chunks: 1, winograd: false };
+        let lanes = Self::adapter_lanes(gpu, kernel);
+        let mut l = WeightGradLayout { kernel, tm, tc, chunks: 1, winograd: false, lanes };
+        l.fill_chunks(gpu, s);
+        l
+    }
+
+    /// This layout on workgroups of `lanes` lanes (8 or 16; subgroup kernel),
+    /// its chunks recounted.
+    pub fn with_lanes(self, gpu: &Gpu, s: &Conv2dShape, lanes: u32) -> WeightGradLayout {
+        let mut l = WeightGradLayout { lanes, ..self };
         l.fill_chunks(gpu, s);
         l
     }
@@ -592,7 +641,7 @@ impl WeightGradLayout {
     fn grid_xy(&self, s: &Conv2dShape) -> [u32; 2] {
         match self.kernel {
             Conv2dBackwardKernel::Generic => [(s.cin * s.cout.div_ceil(self.tm)).div_ceil(64), 1],
-            Conv2dBackwardKernel::Subgroup => [s.cin.div_ceil(8 * self.tc), s.cout.div_ceil(self.tm)],
+            Conv2dBackwardKernel::Subgroup => [s.cin.div_ceil(self.lanes * self.tc), s.cout.div_ceil(self.tm)],
             Conv2dBackwardKernel::Tiled => [(s.cin * s.ksize * s.ksize).div_ceil(TILED_BN), s.cout.div_ceil(TILED_BM)],
         }
     }
@@ -700,7 +749,12 @@ pub fn conv2d_backward_weight_with(
             crate::shaders::key("conv2d_backward_weight_tiled").define("K", s.ksize).define("S", s.stride)
         }
         Conv2dBackwardKernel::Subgroup => {
-            ensure!(super::subgroups_of_8(gpu), "{label}: the subgroup kernel needs subgroups of 8 lanes");
+            ensure!(l.lanes == 8 || l.lanes == 16, "{label}: the subgroup kernel runs 8 or 16 lanes, not {}", l.lanes);
+            ensure!(
+                super::subgroups_hold(gpu, l.lanes),
+                "{label}: the subgroup kernel's {} lanes need subgroups of at least that many",
+                l.lanes
+            );
             ensure!(s.ksize >= s.stride, "{label}: the subgroup kernel needs a kernel at least as large as the stride");
             // 64 output channels a workgroup gave wrong sums on lavapipe
             // (benches/conv.rs --op dw dw64x4, dw64x8, 2026-12-02; cause not
@@ -711,6 +765,7 @@ pub fn conv2d_backward_weight_with(
                 .define("S", s.stride)
                 .define("TM", l.tm)
                 .define("TC", l.tc)
+                .define("LANES", l.lanes)
                 .define("FORM", if l.winograd { "winograd" } else { "direct" });
             // Four values a load where rows come in whole, aligned vec4s
             // (the snippets conv2d_dw_{x,dy}_vec4.wgsl say why and how).
@@ -720,7 +775,7 @@ pub fn conv2d_backward_weight_with(
             } else {
                 key.define("X_LOADS", "scalar").define("X_T", "f32")
             };
-            if wo.is_multiple_of(4) && l.tm.is_multiple_of(4) && dy.dtype == Dtype::F32 {
+            if wo.is_multiple_of(4) && l.tm.is_multiple_of(l.lanes / 2) && dy.dtype == Dtype::F32 {
                 key.define("DY_LOADS", "vec4").define("DY_T", "vec4<f32>")
             } else {
                 key.define("DY_LOADS", "scalar").define("DY_T", "f32")

@@ -23,6 +23,34 @@ pub fn gpu(family: KernelFamily) -> Arc<Gpu> {
 
 pub const FAMILIES: [KernelFamily; 2] = [KernelFamily::Cpu, KernelFamily::Gpu];
 
+/// Runs `test` of this test binary again in a child process with
+/// `LP_NATIVE_VECTOR_WIDTH=512` (which Mesa reads when the driver loads:
+/// lavapipe's 16-lane subgroups, what `petal`'s headless commands ask for on
+/// CPUs with AVX-512, `petal::gpu::prefer_wide_vectors`) and
+/// `PETAL_TEST_EXPECT_LANES=16` (for `test` to check the lanes it got), and
+/// asserts it passed. Skipped (false) where the adapter is not lavapipe, the
+/// CPU lacks AVX-512 or this process already runs at a set width.
+pub fn rerun_at_16_lanes(test: &str) -> bool {
+    let gpu = gpu(KernelFamily::Cpu);
+    #[cfg(target_arch = "x86_64")]
+    let wide = std::arch::is_x86_feature_detected!("avx512f");
+    #[cfg(not(target_arch = "x86_64"))]
+    let wide = false;
+    if !gpu.info.name.contains("llvmpipe") || !wide || std::env::var_os("LP_NATIVE_VECTOR_WIDTH").is_some() {
+        eprintln!("skipped: needs lavapipe at its default width on a CPU with AVX-512");
+        return false;
+    }
+    let out = std::process::Command::new(std::env::current_exe().unwrap())
+        .args(["--exact", test, "--nocapture"])
+        .env("LP_NATIVE_VECTOR_WIDTH", "512")
+        .env("PETAL_TEST_EXPECT_LANES", "16")
+        .output()
+        .expect("running this test binary again");
+    let text = String::from_utf8_lossy(&out.stdout).to_string() + &String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success() && text.contains("1 passed"), "the 16-lane run of {test} failed:\n{text}");
+    true
+}
+
 pub fn randn(seed: u64, n: usize, scale: f32) -> Vec<f32> {
     Rng::new(seed).normal_vec(n).into_iter().map(|v| v * scale).collect()
 }
