@@ -8,8 +8,9 @@
 //!                                 [--config cifar10-32|small]
 //!
 //! Variants (default cpu,generic): `cpu` (what `matmul::kernel_for` picks for
-//! the shape on this adapter), `generic` (matmul.wgsl) or `sgTMxTN` (the
-//! subgroup kernel with TM rows and 8 TN columns a workgroup). FILTER keeps the
+//! the shape on this adapter), `cpu-l8` (its block for 8 lanes), `generic` (matmul.wgsl) or `sgTMxTN` (the
+//! subgroup kernel with TM rows and LANES TN columns a workgroup, on the
+//! adapter's lanes; `sgTMxTNl8` on 8). FILTER keeps the
 //! products whose name contains it. Each timed run is one submission of N
 //! back-to-back dispatches (N sized so that a run takes about --ms), then
 //! `gpu.wait()`; the median of --runs runs is reported. `--cpu-time` divides
@@ -99,10 +100,18 @@ fn extent(o: &Operand, outer: u32, inner: u32, rows: u32, cols: u32) -> usize {
 fn variant(name: &str, gpu: &Gpu, d: &MatmulDesc) -> Option<MatmulKernel> {
     match name {
         "cpu" => Some(kernel_for(gpu, d)),
+        // The CPU family's block for 8 lanes (where the adapter runs 16).
+        "cpu-l8" => Some(petal::kernels::matmul::subgroup_block(d, 8)),
         "generic" => Some(MatmulKernel::Generic),
         s => {
-            let (tm, tn) = s.strip_prefix("sg")?.split_once('x')?;
-            Some(MatmulKernel::Subgroup { tm: tm.parse().ok()?, tn: tn.parse().ok()? })
+            // sgTMxTN on the adapter's lanes; sgTMxTNl8 / sgTMxTNl16 on those.
+            let s = s.strip_prefix("sg")?;
+            let (s, lanes) = match s.split_once('l') {
+                Some((s, l)) => (s, l.parse().ok()?),
+                None => (s, petal::kernels::conv_lanes(gpu)),
+            };
+            let (tm, tn) = s.split_once('x')?;
+            Some(MatmulKernel::Subgroup { tm: tm.parse().ok()?, tn: tn.parse().ok()?, lanes })
         }
     }
 }

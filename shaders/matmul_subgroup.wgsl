@@ -2,17 +2,19 @@
 // matmul.wgsl: C[z] = alpha * A[z] B[z], written (=), or accumulated (+=)
 // when accumulate = 1; batched and strided the same way.
 //
-// One workgroup = one subgroup of 8 lanes computing a TM x 8*TN block of C:
-// each lane owns TN columns (b_col) for the TM rows m0 .. m0+TM. The
+// One workgroup = one subgroup of LANES lanes (8, or 16 at lavapipe's
+// 512-bit vectors: kernels::conv_lanes) computing a TM x LANES*TN block of
+// C: each lane owns TN columns (b_col) for the TM rows m0 .. m0+TM. The
 // reduction runs 8 k at a time: the lanes load the TM x 8 tile of A between
 // them and hand it to each other with subgroupBroadcast (a register shuffle),
 // and each lane loads its own 8 x TN values of B, then does 8 TM TN
-// multiply-adds. On lavapipe a load costs a loop over the 8 lanes, about the
+// multiply-adds (at 16 lanes each one twice the work, for the same loads a
+// lane). On lavapipe a load costs a loop over the 8 lanes, about the
 // same whatever its width, so where an operand has a unit stride and aligned
 // offsets the tiles are read (and C written) as vec4s (the *_vec4 snippets;
 // Rust chooses, matmul.rs) and otherwise one value at a time (*_scalar).
 // Needs wgpu::Features::SUBGROUP (no `enable subgroups;`, which this naga
-// rejects) and subgroups of exactly 8 lanes, one per workgroup.
+// rejects) and subgroups of at least LANES lanes, one per workgroup.
 // petal:trusted (indices are clamped into the ranges its Rust wrapper checks; loops are finite)
 
 struct Params {
@@ -26,13 +28,15 @@ struct Params {
 
 const TM: u32 = {{TM}}u;
 const TN: u32 = {{TN}}u;
+const LANES: u32 = {{LANES}}u;
 
 @group(0) @binding(0) var<uniform> p: Params;
 @group(0) @binding(1) var<storage, read> a: array<{{A_T}}>;
 @group(0) @binding(2) var<storage, read> bm: array<{{B_T}}>;
 @group(0) @binding(3) var<storage, read_write> c: array<{{C_T}}>;
 
-// broadcast8, dot8, broadcast_pair: one lane's value handed to all 8.
+// broadcast8, broadcast8_hi, dot8, broadcast_pair: one lane's value handed
+// to all (8 values at a time).
 // #include "snippets/broadcast8.wgsl"
 
 // a_tile: the TM x 8 tile of A at (m0, k0) on every lane.
@@ -44,12 +48,12 @@ const TN: u32 = {{TN}}u;
 // store_row: one row of this lane's block into C.
 // #include "snippets/matmul_c_{{C_STORES}}.wgsl"
 
-@compute @workgroup_size(8)
+@compute @workgroup_size({{LANES}})
 fn main(
     @builtin(workgroup_id) wid: vec3<u32>,
     @builtin(subgroup_invocation_id) lane: u32,
 ) {
-    let n0 = wid.x * 8u * TN;
+    let n0 = wid.x * LANES * TN;
     let m0 = wid.y * TM;
     let z = wid.z;
     let outer = z / p.inner_count;

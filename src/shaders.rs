@@ -193,6 +193,7 @@ mod tests {
             key("matmul_subgroup")
                 .define("TM", 4)
                 .define("TN", 2)
+                .define("LANES", 8)
                 .define("A_LOADS", "scalar")
                 .define("B_LOADS", "scalar")
                 .define("C_STORES", "scalar")

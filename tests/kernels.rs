@@ -111,14 +111,19 @@ fn conv2d_forward_matches_reference() {
     }
 }
 
-/// The 16-lane conv kernel (lavapipe at 512-bit vectors, what `petal`
-/// asks for on CPUs with AVX-512: `petal::gpu::prefer_wide_vectors`): this
-/// test binary's subgroup block test, run again in a child process with
-/// `LP_NATIVE_VECTOR_WIDTH=512`, which Mesa reads when the driver loads.
+/// The 16-lane conv forward and matmul kernels (lavapipe at 512-bit
+/// vectors, what `petal` asks for on CPUs with AVX-512:
+/// `petal::gpu::prefer_wide_vectors`): this test binary's subgroup block
+/// tests, run again in a child process with `LP_NATIVE_VECTOR_WIDTH=512`,
+/// which Mesa reads when the driver loads (common::rerun_at_16_lanes).
 /// Skipped where the adapter is not lavapipe or the CPU lacks AVX-512.
 #[test]
-fn conv2d_forward_16_lanes_match_reference() {
-    rerun_at_16_lanes("conv2d_forward_subgroup_blocks_match_reference");
+fn subgroup_kernels_16_lanes_match_reference() {
+    rerun_at_16_lanes(&[
+        "conv2d_forward_subgroup_blocks_match_reference",
+        "matmul_subgroup_blocks_match_reference",
+        "matmul_subgroup_vec4_loads_match_reference",
+    ]);
 }
 
 /// Every edge of the CPU-family (subgroup) kernel's block, on explicit blocks:
@@ -378,10 +383,14 @@ fn matmul_subgroup_blocks_match_reference() {
         return;
     }
     let mut seed = 100;
-    for (tm, tn) in [(4, 1), (8, 2), (16, 4), (16, 1), (32, 8)] {
-        for shape in [(2, 3, 13, 9, 7), (1, 2, 33, 70, 19), (2, 1, 16, 32, 64), (1, 1, 3, 5, 1)] {
-            seed += 3;
-            matmul_case(&gpu, Some(MatmulKernel::Subgroup { tm, tn }), shape, seed % 2 == 0, seed);
+    // 8 lanes, and 16 where the adapter's subgroups hold them (odd blocks
+    // then leave the last row pair half used).
+    for lanes in subgroup_lanes(&gpu) {
+        for (tm, tn) in [(4, 1), (8, 2), (16, 4), (16, 1), (32, 8), (3, 2), (12, 3)] {
+            for shape in [(2, 3, 13, 9, 7), (1, 2, 33, 70, 19), (2, 1, 16, 32, 64), (1, 1, 3, 5, 1)] {
+                seed += 3;
+                matmul_case(&gpu, Some(MatmulKernel::Subgroup { tm, tn, lanes }), shape, seed % 2 == 0, seed);
+            }
         }
     }
 }
@@ -407,7 +416,7 @@ fn matmul_subgroup_vec4_loads_match_reference() {
         (o, (4 + size * count * 2) as usize)
     };
     let mut seed = 500;
-    for (tm, tn) in [(32, 8), (16, 4), (8, 4), (4, 1), (16, 2)] {
+    for (lanes, (tm, tn)) in subgroup_lanes(&gpu).into_iter().flat_map(|l| [(32, 8), (16, 4), (8, 4), (4, 1), (16, 2)].map(|b| (l, b))) {
         for (m, n, k) in [(20, 36, 12), (16, 64, 24), (4, 8, 4), (12, 40, 36)] {
             for (a_k, b_n) in [(false, true), (true, false), (true, true), (false, false)] {
                 seed += 1;
@@ -429,7 +438,7 @@ fn matmul_subgroup_vec4_loads_match_reference() {
                 };
                 let (a, b, c0) = (randn(seed, a_len, 1.0), randn(seed + 1, b_len, 1.0), randn(seed + 2, c_len, 1.0));
                 let (av, bv, cv) = (upload(&gpu, &a), upload(&gpu, &b), upload(&gpu, &c0));
-                let kernel = MatmulKernel::Subgroup { tm, tn };
+                let kernel = MatmulKernel::Subgroup { tm, tn, lanes };
                 let disp = kernels::matmul::matmul_with(&gpu, kernel, "mm", &cv, &av, &bv, &d).unwrap();
                 run(&gpu, &[&disp]);
                 let mut want = if d.accumulate { c0.clone() } else { vec![0.0; c_len] };

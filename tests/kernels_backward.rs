@@ -301,7 +301,7 @@ fn conv2d_backward_weight_matches_reference() {
 /// the adapter is not lavapipe or the CPU lacks AVX-512.
 #[test]
 fn conv2d_backward_weight_16_lanes_match_reference() {
-    rerun_at_16_lanes("conv2d_backward_weight_matches_reference");
+    rerun_at_16_lanes(&["conv2d_backward_weight_matches_reference"]);
 }
 
 #[test]

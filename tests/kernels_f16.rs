@@ -187,7 +187,7 @@ fn matmul_with_f16_operands_matches_reference() {
             let d = MatmulDesc { m: shape.2, n: shape.3, k: shape.4, outer: shape.0, inner: shape.1, ..dummy_desc() };
             let mut kernels = vec![matmul_kernel_for(&gpu, &d), MatmulKernel::Generic];
             if family == KernelFamily::Cpu && kernels::subgroups_of_8(&gpu) {
-                kernels.push(MatmulKernel::Subgroup { tm: 8, tn: 2 });
+                kernels.push(MatmulKernel::Subgroup { tm: 8, tn: 2, lanes: 8 });
             }
             kernels.dedup();
             for k in kernels {

@@ -1,8 +1,8 @@
 // The B tile of matmul_subgroup.wgsl, one value per load: lane l owns the
-// columns n0 + l + 8 j (j < TN) and loads its own 8 rows of each.
+// columns n0 + l + LANES j (j < TN) and loads its own 8 rows of each.
 
 fn b_col(j: u32, n0: u32, lane: u32) -> u32 {
-    return n0 + lane + 8u * j;
+    return n0 + lane + LANES * j;
 }
 
 // B(k0 + r, b_col(j)) for j < TN, r < 8, on this lane: columns past n repeat

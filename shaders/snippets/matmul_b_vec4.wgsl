@@ -3,17 +3,17 @@
 // array<vec4<f32>>; its Rust wrapper checks the other strides, the offsets
 // and the unit-stride extent (k along k, n along n) are multiples of 4, and
 // along n that TN is.
-//   along k (B_ALONG_K, b_sk == 1): lane l owns columns n0 + l + 8 j, as in
-//     matmul_b_scalar.wgsl, and loads each one's 8 rows as 2 vec4s;
-//   along n (b_sn == 1): lane l owns columns n0 + 32 c + 4 l .. + 3
+//   along k (B_ALONG_K, b_sk == 1): lane l owns columns n0 + l + LANES j,
+//     as in matmul_b_scalar.wgsl, and loads each one's 8 rows as 2 vec4s;
+//   along n (b_sn == 1): lane l owns columns n0 + 4 LANES c + 4 l .. + 3
 //     (j = 4 c + q), one vec4 per row and 4 columns.
 const B_ALONG_K: bool = {{B_ALONG_K}};
 
 fn b_col(j: u32, n0: u32, lane: u32) -> u32 {
     if (B_ALONG_K) {
-        return n0 + lane + 8u * j;
+        return n0 + lane + LANES * j;
     }
-    return n0 + 32u * (j / 4u) + 4u * lane + j % 4u;
+    return n0 + 4u * LANES * (j / 4u) + 4u * lane + j % 4u;
 }
 
 // B(k0 + r, b_col(j)) for j < TN, r < 8, on this lane, as

@@ -1,6 +1,6 @@
 // store_row of matmul_subgroup.wgsl as aligned vec4s (c bound as
 // array<vec4<f32>>): with B read along n (matmul_b_vec4.wgsl), a lane's
-// columns come four in a row, n0 + 32 c + 4 l .. + 3; the Rust wrapper checks
+// columns come four in a row, n0 + 4 LANES c + 4 l .. + 3; the Rust wrapper checks
 // that C's columns are contiguous and its offset and other strides multiples
 // of 4 (n is, for B along n), so each group is wholly inside or outside C.
 fn store_row(crow: u32, n0: u32, lane: u32, v: array<f32, TN>) {

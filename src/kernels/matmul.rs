@@ -76,9 +76,10 @@ struct Params {
 pub enum MatmulKernel {
     /// matmul.wgsl: 4 x 4 per invocation, any adapter.
     Generic,
-    /// matmul_subgroup.wgsl: tm rows x 8 tn columns per subgroup of 8 lanes,
-    /// for software adapters (CPU family) with 8-lane subgroups.
-    Subgroup { tm: u32, tn: u32 },
+    /// matmul_subgroup.wgsl: tm rows x `lanes` tn columns per subgroup of
+    /// `lanes` lanes (8, or 16 where the subgroups hold 16:
+    /// [`super::conv_lanes`]), for software adapters (CPU family).
+    Subgroup { tm: u32, tn: u32, lanes: u32 },
 }
 
 /// The kernel for this adapter and shape. On lavapipe the subgroup kernel
@@ -88,26 +89,36 @@ pub fn kernel_for(gpu: &Gpu, d: &MatmulDesc) -> MatmulKernel {
     if !super::cpu_subgroup_kernels(gpu) {
         return MatmulKernel::Generic;
     }
+    subgroup_block(d, super::conv_lanes(gpu))
+}
+
+/// The subgroup kernel's block for `d` on `lanes` lanes (what [`kernel_for`]
+/// picks on an adapter with those lanes; benches/matmul.rs compares them).
+pub fn subgroup_block(d: &MatmulDesc, lanes: u32) -> MatmulKernel {
     // Up to 32 rows x 64 columns: 256 accumulators per lane, as many as the
     // 1x1 conv kernels use (SUBGROUP_ACCUMULATORS_SMALL). Measured on cifar10-32's
     // attention at batch 16 (q^T k and v p^T, 256 positions x 256 channels,
     // vec4 loads), GFLOP/s: 16 x 32 columns 26, 16 x 64 30, 32 x 32 33,
     // 16 x 128 34, 32 x 64 38; 64 x 32 0.3 (Mesa stops unrolling the tile
     // loops and the arrays go to memory). Small operands get smaller blocks
-    // rather than blocks of clamped duplicates.
+    // rather than blocks of clamped duplicates. At 16 lanes (512-bit
+    // lavapipe) the same blocks ran 1.7-1.8x as fast as at 8 on the
+    // attention products of a training step (benches/matmul.rs cpu against
+    // cpu-l8, BENCHMARKS.md).
     let tm = match d.m {
         0..=4 => 4,
         5..=8 => 8,
         9..=16 => 16,
         _ => 32,
     };
-    let tn = match d.n {
+    // At 16 lanes the same columns a workgroup, half as many a lane.
+    let tn = match d.n.div_ceil(lanes / 8) {
         0..=8 => 1,
         9..=16 => 2,
         17..=32 => 4,
         _ => 8,
     };
-    MatmulKernel::Subgroup { tm, tn }
+    MatmulKernel::Subgroup { tm, tn, lanes }
 }
 
 /// Whether the subgroup kernel can read operand `o` of `t` ((rows, cols) of
@@ -175,12 +186,18 @@ pub fn matmul_with(
     };
     let (key, grid) = match kernel {
         MatmulKernel::Generic => (crate::shaders::key("matmul"), [d.n.div_ceil(32), d.m.div_ceil(32), d.outer * d.inner]),
-        MatmulKernel::Subgroup { tm, tn } => {
+        MatmulKernel::Subgroup { tm, tn, lanes } => {
             ensure!(tm > 0 && tn > 0, "{label}: empty matmul block");
-            let mut key = crate::shaders::key("matmul_subgroup").define("TM", tm).define("TN", tn);
-            // A (m, k): vec4s along k (its columns) or along m (rows, whole
-            // groups of 4 per block). B (k, n): along k (rows) or n (columns).
-            let a_vec4 = vec4_axis(&d.a, a.dtype, d.m, d.k).filter(|&cols| cols || tm % 4 == 0);
+            ensure!(lanes == 8 || lanes == 16, "{label}: the subgroup kernel runs 8 or 16 lanes, not {lanes}");
+            ensure!(
+                super::subgroups_hold(gpu, lanes),
+                "{label}: the subgroup kernel's {lanes} lanes need subgroups of at least that many"
+            );
+            let mut key = crate::shaders::key("matmul_subgroup").define("TM", tm).define("TN", tn).define("LANES", lanes);
+            // A (m, k): vec4s along k (its columns) or along m (rows), each
+            // load of all lanes covering lanes / 2 whole rows of the block.
+            // B (k, n): along k (rows) or n (columns).
+            let a_vec4 = vec4_axis(&d.a, a.dtype, d.m, d.k).filter(|_| tm % (lanes / 2) == 0);
             let b_vec4 = vec4_axis(&d.b, b.dtype, d.k, d.n).filter(|&cols| !cols || tn % 4 == 0);
             key = match a_vec4 {
                 Some(along_k) => key.define("A_LOADS", "vec4").define("A_ALONG_K", along_k).define("A_T", "vec4<f32>"),
@@ -198,7 +215,7 @@ pub fn matmul_with(
             } else {
                 key.define("C_STORES", "scalar").define("C_T", super::act_type(label, "C", c)?)
             };
-            (key, [d.n.div_ceil(8 * tn), d.m.div_ceil(tm), d.outer * d.inner])
+            (key, [d.n.div_ceil(lanes * tn), d.m.div_ceil(tm), d.outer * d.inner])
         }
     };
     let key = match kernel {

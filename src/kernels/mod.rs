@@ -91,15 +91,15 @@ pub fn subgroups_hold(gpu: &crate::gpu::Gpu, lanes: u32) -> bool {
 }
 
 /// Lanes per workgroup of the CPU family's conv forward kernel (and of the
-/// input gradients it computes) and weight-gradient kernel, chosen once per
-/// adapter here: 16 where the
+/// input gradients it computes), weight-gradient and matmul kernels, chosen
+/// once per adapter here: 16 where the
 /// software adapter's subgroups hold 16 (lavapipe with 512-bit vectors, which
 /// `petal`'s headless commands ask for on CPUs with AVX-512:
 /// [`crate::gpu::prefer_wide_vectors`]),
 /// else 8. A 16-lane subgroup is one 512-bit vector: each multiply-add
 /// instruction does twice the work, while a load still costs one pass over
 /// the lanes per value (BENCHMARKS.md, "16-lane convolutions"). The other
-/// subgroup kernels (matmul, linear, group norm) keep 8 lanes.
+/// subgroup kernels (linear, group norm) keep 8 lanes.
 pub fn conv_lanes(gpu: &crate::gpu::Gpu) -> u32 {
     if gpu.family == crate::gpu::KernelFamily::Cpu && subgroups_hold(gpu, 16) { 16 } else { 8 }
 }

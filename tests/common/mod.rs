@@ -23,14 +23,25 @@ pub fn gpu(family: KernelFamily) -> Arc<Gpu> {
 
 pub const FAMILIES: [KernelFamily; 2] = [KernelFamily::Cpu, KernelFamily::Gpu];
 
-/// Runs `test` of this test binary again in a child process with
+/// The lanes to test the subgroup kernels at on this adapter: 8, and 16 where
+/// `petal::kernels::conv_lanes` runs 16. Checks `PETAL_TEST_EXPECT_LANES`
+/// ([`rerun_at_16_lanes`]) against the adapter's.
+pub fn subgroup_lanes(gpu: &Gpu) -> Vec<u32> {
+    let lanes = petal::kernels::conv_lanes(gpu);
+    if let Ok(want) = std::env::var("PETAL_TEST_EXPECT_LANES") {
+        assert_eq!(lanes.to_string(), want, "the adapter's lanes ({})", gpu.describe());
+    }
+    if lanes == 16 { vec![8, 16] } else { vec![8] }
+}
+
+/// Runs `tests` of this test binary again in a child process with
 /// `LP_NATIVE_VECTOR_WIDTH=512` (which Mesa reads when the driver loads:
 /// lavapipe's 16-lane subgroups, what `petal`'s headless commands ask for on
 /// CPUs with AVX-512, `petal::gpu::prefer_wide_vectors`) and
-/// `PETAL_TEST_EXPECT_LANES=16` (for `test` to check the lanes it got), and
-/// asserts it passed. Skipped (false) where the adapter is not lavapipe, the
+/// `PETAL_TEST_EXPECT_LANES=16` (for them to check the lanes they got), and
+/// asserts they passed. Skipped (false) where the adapter is not lavapipe, the
 /// CPU lacks AVX-512 or this process already runs at a set width.
-pub fn rerun_at_16_lanes(test: &str) -> bool {
+pub fn rerun_at_16_lanes(tests: &[&str]) -> bool {
     let gpu = gpu(KernelFamily::Cpu);
     #[cfg(target_arch = "x86_64")]
     let wide = std::arch::is_x86_feature_detected!("avx512f");
@@ -41,13 +52,16 @@ pub fn rerun_at_16_lanes(test: &str) -> bool {
         return false;
     }
     let out = std::process::Command::new(std::env::current_exe().unwrap())
-        .args(["--exact", test, "--nocapture"])
+        .arg("--exact")
+        .args(tests)
+        .arg("--nocapture")
         .env("LP_NATIVE_VECTOR_WIDTH", "512")
         .env("PETAL_TEST_EXPECT_LANES", "16")
         .output()
         .expect("running this test binary again");
     let text = String::from_utf8_lossy(&out.stdout).to_string() + &String::from_utf8_lossy(&out.stderr);
-    assert!(out.status.success() && text.contains("1 passed"), "the 16-lane run of {test} failed:\n{text}");
+    let passed = format!("{} passed", tests.len());
+    assert!(out.status.success() && text.contains(&passed), "the 16-lane run of {tests:?} failed:\n{text}");
     true
 }
 
