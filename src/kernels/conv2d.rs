@@ -548,11 +548,7 @@ pub fn conv2d_forward_with(
             Ok(vec![gpu.dispatch(label, &key, &params, &buffers, [blocks.div_ceil(64), s.cout.div_ceil(tm), 1])?])
         }
         Conv2dKernel::Subgroup(t) => {
-            ensure!(
-                super::subgroups_hold(gpu, t.lanes),
-                "{label}: the subgroup kernel's {} lanes need subgroups of at least that many",
-                t.lanes
-            );
+            super::ensure_lanes(gpu, label, t.lanes)?;
             // The tile was sized with the scalar window; should the vec4 one
             // not fit the source limit, the scalar one does.
             let mut vec4 = x.dtype == Dtype::F32 && window_vec4(s, &t);

@@ -487,6 +487,12 @@ pub struct WeightGradLayout {
     pub lanes: u32,
 }
 
+/// `tc` input channels a lane, capped by what `lanes` lanes fill of `s`'s
+/// input channels (at least 1).
+fn lane_channels(tc: u32, s: &Conv2dShape, lanes: u32) -> u32 {
+    tc.min(s.cin.div_ceil(lanes)).max(1)
+}
+
 /// Whether the subgroup dw kernel can take `s` in the Winograd form: a 3x3
 /// kernel at stride 1 (upsampled or not) and an even number of output rows,
 /// which its steps take two at a time.
@@ -533,8 +539,7 @@ impl WeightGradLayout {
                 _ if s.cin >= 32 => (8, 4),
                 _ => (lanes, direct.tc),
             };
-            let tc = tc.min(s.cin.div_ceil(lanes)).max(1);
-            WeightGradLayout { tc, lanes, ..direct }.in_winograd_form(gpu, s)
+            WeightGradLayout { tc: lane_channels(tc, s, lanes), lanes, ..direct }.in_winograd_form(gpu, s)
         } else {
             direct
         }
@@ -555,13 +560,11 @@ impl WeightGradLayout {
             Conv2dBackwardKernel::Tiled => (TILED_BM, 1),
             // Measured on lavapipe: 32 output channels x 2 input channels x
             // 9 taps per lane (8 input channels for 1x1).
-            // No more input channels a lane than the lanes fill.
             Conv2dBackwardKernel::Subgroup => {
-                let tc: u32 = if s.ksize == 1 { 8 } else { 2 };
-                (if s.cout <= 8 { 8 } else { 32 }, tc.min(s.cin.div_ceil(lanes)).max(1))
+                (if s.cout <= 8 { 8 } else { 32 }, lane_channels(if s.ksize == 1 { 8 } else { 2 }, s, lanes))
             }
         };
-        Self::with_blocking(gpu, kernel, s, tm, tc).with_lanes(gpu, s, lanes)
+        Self::on_lanes(gpu, kernel, s, tm, tc, lanes)
     }
 
     /// This layout with the subgroup kernel's Winograd form, its chunks
@@ -579,7 +582,10 @@ impl WeightGradLayout {
     /// lanes), and enough chunks to keep this adapter busy, in the direct
     /// form. For benches/conv.rs; [`Self::new`] picks.
     pub fn with_blocking(gpu: &Gpu, kernel: Conv2dBackwardKernel, s: &Conv2dShape, tm: u32, tc: u32) -> WeightGradLayout {
-        let lanes = Self::adapter_lanes(gpu, kernel);
+        Self::on_lanes(gpu, kernel, s, tm, tc, Self::adapter_lanes(gpu, kernel))
+    }
+
+    fn on_lanes(gpu: &Gpu, kernel: Conv2dBackwardKernel, s: &Conv2dShape, tm: u32, tc: u32, lanes: u32) -> WeightGradLayout {
         let mut l = WeightGradLayout { kernel, tm, tc, chunks: 1, winograd: false, lanes };
         l.fill_chunks(gpu, s);
         l
@@ -749,12 +755,7 @@ pub fn conv2d_backward_weight_with(
             crate::shaders::key("conv2d_backward_weight_tiled").define("K", s.ksize).define("S", s.stride)
         }
         Conv2dBackwardKernel::Subgroup => {
-            ensure!(l.lanes == 8 || l.lanes == 16, "{label}: the subgroup kernel runs 8 or 16 lanes, not {}", l.lanes);
-            ensure!(
-                super::subgroups_hold(gpu, l.lanes),
-                "{label}: the subgroup kernel's {} lanes need subgroups of at least that many",
-                l.lanes
-            );
+            super::ensure_lanes(gpu, label, l.lanes)?;
             ensure!(s.ksize >= s.stride, "{label}: the subgroup kernel needs a kernel at least as large as the stride");
             // 64 output channels a workgroup gave wrong sums on lavapipe
             // (benches/conv.rs --op dw dw64x4, dw64x8, 2026-12-02; cause not

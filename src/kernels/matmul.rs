@@ -188,11 +188,7 @@ pub fn matmul_with(
         MatmulKernel::Generic => (crate::shaders::key("matmul"), [d.n.div_ceil(32), d.m.div_ceil(32), d.outer * d.inner]),
         MatmulKernel::Subgroup { tm, tn, lanes } => {
             ensure!(tm > 0 && tn > 0, "{label}: empty matmul block");
-            ensure!(lanes == 8 || lanes == 16, "{label}: the subgroup kernel runs 8 or 16 lanes, not {lanes}");
-            ensure!(
-                super::subgroups_hold(gpu, lanes),
-                "{label}: the subgroup kernel's {lanes} lanes need subgroups of at least that many"
-            );
+            super::ensure_lanes(gpu, label, lanes)?;
             let mut key = crate::shaders::key("matmul_subgroup").define("TM", tm).define("TN", tn).define("LANES", lanes);
             // A (m, k): vec4s along k (its columns) or along m (rows), each
             // load of all lanes covering lanes / 2 whole rows of the block.

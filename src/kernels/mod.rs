@@ -90,6 +90,18 @@ pub fn subgroups_hold(gpu: &crate::gpu::Gpu, lanes: u32) -> bool {
     gpu.has_subgroups() && gpu.info.subgroup_min_size >= lanes
 }
 
+/// Checks that a subgroup kernel's workgroup of `lanes` lanes (8 or 16) is
+/// one subgroup on this adapter ([`subgroups_hold`]); the error names
+/// `label`.
+pub fn ensure_lanes(gpu: &crate::gpu::Gpu, label: &str, lanes: u32) -> anyhow::Result<()> {
+    anyhow::ensure!(lanes == 8 || lanes == 16, "{label}: the subgroup kernel runs 8 or 16 lanes, not {lanes}");
+    anyhow::ensure!(
+        subgroups_hold(gpu, lanes),
+        "{label}: the subgroup kernel's {lanes} lanes need subgroups of at least that many"
+    );
+    Ok(())
+}
+
 /// Lanes per workgroup of the CPU family's conv forward kernel (and of the
 /// input gradients it computes), weight-gradient and matmul kernels, chosen
 /// once per adapter here: 16 where the
