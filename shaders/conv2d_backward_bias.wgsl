@@ -9,19 +9,12 @@
 // width).
 // petal:trusted (indices stay in bounds for sizes its Rust wrapper checks; loops are finite)
 
-struct Params {
-    batch: u32, cout: u32, hw: u32, has_temb: u32,
-    temb_stride: u32, temb_offset: u32, inv_div: f32, _pad0: u32,
-}
-
 const WG: u32 = 64u;
 // V, VW, hsum: dy holds VW pixels an element.
 // #include "snippets/elements.wgsl"
 
-@group(0) @binding(0) var<uniform> p: Params;
-@group(0) @binding(1) var<storage, read> dy: array<V>;
-@group(0) @binding(2) var<storage, read_write> db: array<f32>;
-@group(0) @binding(3) var<storage, read_write> dtemb: array<f32>;
+// Params p and the operands dy, db, dtemb.
+// #include "snippets/conv2d_backward_bias_io.wgsl"
 
 var<workgroup> partial: array<f32, WG>;
 

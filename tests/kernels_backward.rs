@@ -100,13 +100,19 @@ fn weight_layout(gpu: &Gpu, s: &Conv2dShape, production: bool) -> WeightGradLayo
 }
 
 /// The layouts a dx case runs: the adapter's (or the smallest subgroup
-/// blocking), and where the gradient is a flipped forward convolution, that
-/// through the generic forward kernel and through the family's own (a small
-/// subgroup block, or the tiled kernel).
+/// blocking) and the production one, and where the gradient is a forward
+/// convolution (flipped, or the merged stride-2 one of an upsampled conv),
+/// that through the generic forward kernel and through the family's own (a
+/// small subgroup block, or the tiled kernel).
 fn input_layouts(gpu: &Gpu, family: petal::gpu::KernelFamily, s: &Conv2dShape, production: bool) -> Vec<InputGradLayout> {
     let base = input_layout(gpu, s, production);
     let mut out = vec![base];
-    if conv2d_backward::flipped_shape(s).is_some() {
+    // The production choice too, where the case runs a smaller blocking.
+    let chosen = input_layout(gpu, s, true);
+    if chosen != base {
+        out.push(chosen);
+    }
+    if let Some(fwd) = conv2d_backward::gradient_forward_shape(s) {
         let own = match family {
             petal::gpu::KernelFamily::Cpu if petal::kernels::subgroups_of_8(gpu) => {
                 Conv2dKernel::Subgroup(SubgroupTile::new(1, 1, 4, 4))
@@ -115,10 +121,9 @@ fn input_layouts(gpu: &Gpu, family: petal::gpu::KernelFamily, s: &Conv2dShape, p
             petal::gpu::KernelFamily::Gpu => Conv2dKernel::Tiled,
         };
         let mut kernels = vec![Conv2dKernel::Generic, own];
-        // The Winograd form, where the flipped convolution is a 3x3 at stride 1.
+        // The Winograd form, where that convolution is a 3x3 at stride 1.
         let wino = SubgroupTile::new(2, 1, 4, 4).in_winograd_form();
-        let flipped = conv2d_backward::flipped_shape(s).unwrap();
-        if matches!(own, Conv2dKernel::Subgroup(_)) && petal::kernels::conv2d::winograd_fits(&flipped, &wino) {
+        if matches!(own, Conv2dKernel::Subgroup(_)) && petal::kernels::conv2d::winograd_fits(&fwd, &wino) {
             kernels.push(Conv2dKernel::Subgroup(wino));
         }
         for k in kernels {
@@ -193,6 +198,50 @@ fn conv2d_flip_weights_matches_reference() {
         }
         assert_eq!(gpu.read_f32(&wt).unwrap(), want, "flip cout {cout} cin {cin} k {k}");
     }
+}
+
+/// The merged 4x4 kernel of an upsampled 3x3 conv's input gradient, against
+/// the sum written out from its definition, and the dx it gives against the
+/// reference (conv2d_backward_input_matches_reference runs it in the UNet's
+/// layouts).
+#[test]
+fn conv2d_merge_upsampled_weights_matches_reference() {
+    let gpu = gpu(FAMILIES[0]);
+    for (cout, cin) in [(3u32, 5u32), (300, 1), (2, 7)] {
+        let s = Conv2dShape { upsample: true, ..Conv2dShape::same(1, cin, 3, 4, cout, 3) };
+        let g = conv2d_backward::upsampled_gradient_shape(&s).unwrap();
+        assert_eq!((g.cin, g.cout, g.h, g.w, g.ksize, g.stride, g.out_hw()), (cout, cin, 6, 8, 4, 2, (3, 4)));
+        let w = randn(cout as u64 * 7 + cin as u64, s.weight_len(), 1.0);
+        let wt = zeros(&gpu, g.weight_len());
+        let d = conv2d_backward::conv2d_merge_upsampled_weights(&gpu, "merge", &wt, &upload(&gpu, &w), &s).unwrap();
+        run(&gpu, &[d]);
+        let (cin, cout) = (cin as usize, cout as usize);
+        // Tap ky of a source row reaches gradient tap u where u + ky is 2 or 3.
+        let taps = |u: usize| -> Vec<usize> { (0..3).filter(|k| u + k == 2 || u + k == 3).collect() };
+        let mut want = vec![0.0f32; g.weight_len()];
+        for co in 0..cout {
+            for ci in 0..cin {
+                for u in 0..4 {
+                    for v in 0..4 {
+                        let mut acc = 0.0;
+                        for ky in taps(u) {
+                            for kx in taps(v) {
+                                acc += w[((co * cin + ci) * 3 + ky) * 3 + kx];
+                            }
+                        }
+                        want[((ci * cout + co) * 4 + u) * 4 + v] = acc;
+                    }
+                }
+            }
+        }
+        assert_close(&format!("merge cout {cout} cin {cin}"), &gpu.read_f32(&wt).unwrap(), &want, 1e-6, 1e-6);
+    }
+    // Only Upsample2D's conv has this gradient.
+    let plain = Conv2dShape::same(1, 2, 3, 4, 5, 3);
+    assert!(conv2d_backward::upsampled_gradient_shape(&plain).is_none());
+    assert!(conv2d_backward::upsampled_gradient_shape(&Conv2dShape { upsample: true, ksize: 1, pad: [0; 4], ..plain }).is_none());
+    let wt = zeros(&gpu, 2 * 5 * 16);
+    assert!(conv2d_backward::conv2d_merge_upsampled_weights(&gpu, "merge", &wt, &zeros(&gpu, plain.weight_len()), &plain).is_err());
 }
 
 #[test]
@@ -295,13 +344,21 @@ fn conv2d_backward_weight_matches_reference() {
 
 /// The weight gradient's 16-lane blocks (lavapipe at 512-bit vectors, which
 /// `petal`'s headless commands ask for on CPUs with AVX-512:
-/// `petal::gpu::prefer_wide_vectors`): [`conv2d_backward_weight_matches_reference`]
-/// run again in a child process with `LP_NATIVE_VECTOR_WIDTH=512`, which
-/// Mesa reads when the driver loads; it checks it got 16 lanes. Skipped where
-/// the adapter is not lavapipe or the CPU lacks AVX-512.
+/// `petal::gpu::prefer_wide_vectors`), and the input gradient's 16-lane
+/// forward blocks, and the bias gradient's 16-lane subgroups:
+/// [`conv2d_backward_weight_matches_reference`],
+/// [`conv2d_backward_input_matches_reference`] and
+/// [`conv2d_backward_bias_matches_reference`] run again in a child process
+/// with `LP_NATIVE_VECTOR_WIDTH=512`, which Mesa reads when the driver loads;
+/// the weight gradient's test checks it got 16 lanes. Skipped where the
+/// adapter is not lavapipe or the CPU lacks AVX-512.
 #[test]
-fn conv2d_backward_weight_16_lanes_match_reference() {
-    rerun_at_16_lanes(&["conv2d_backward_weight_matches_reference"]);
+fn conv2d_backward_16_lanes_match_reference() {
+    rerun_at_16_lanes(&[
+        "conv2d_backward_weight_matches_reference",
+        "conv2d_backward_input_matches_reference",
+        "conv2d_backward_bias_matches_reference",
+    ]);
 }
 
 #[test]
@@ -338,9 +395,11 @@ fn conv2d_backward_bias_matches_reference() {
     for family in FAMILIES {
         let gpu = gpu(family);
         // Fewer images than invocations (pixels split), exactly 64, and more
-        // than 64 (several rounds).
-        // The last three read dy as vec4s (hw a multiple of 4).
-        let cases = [(1u32, 5u32, 7u32, 3u32), (3, 9, 5, 5), (64, 3, 2, 3), (70, 4, 3, 1), (2, 6, 4, 8), (64, 3, 4, 4), (70, 2, 2, 2)];
+        // than 64 (several rounds); the CPU family's subgroup kernel takes
+        // the batches of 8 or 16 and up (a lane per image: 16, exactly the
+        // lanes, and 70, uneven).
+        // The last four read dy as vec4s (hw a multiple of 4).
+        let cases = [(1u32, 5u32, 7u32, 3u32), (3, 9, 5, 5), (64, 3, 2, 3), (70, 4, 3, 1), (2, 6, 4, 8), (64, 3, 4, 4), (70, 2, 2, 2), (16, 5, 3, 4)];
         for (case, &(b, cout, h, w)) in cases.iter().enumerate() {
             let s = Conv2dShape::same(b, 2, h, w, cout, 3);
             let out_div = 1.25;

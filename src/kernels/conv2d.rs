@@ -363,8 +363,12 @@ pub fn subgroup_tile_for(s: &Conv2dShape, lanes: u32) -> SubgroupTile {
         // budget goes to 16x16 pixels: 2 channels x 16x16 ran 10-40% faster
         // than 2 x 8x16 or 4 x 8x8 on the small model's 16x16 and 32x32 3x3
         // layers (`benches/conv.rs " k3" --config small --batch 64`,
-        // BENCHMARKS.md); 8x8 images keep 4 x 8x8.
-        (_, _, 1) if narrow && lanes == 16 && ho >= 16 && wo >= 16 && s.cout >= 16 => (SUBGROUP_ACCUMULATORS, 16, 16, 256),
+        // BENCHMARKS.md); 8x8 images keep 4 x 8x8. Up to 96 channels (the
+        // input gradients of the small model's 96-channel layers, run as
+        // 32->96 and 64->96 convolutions): 1.15-1.3x faster than 4 x 8x16
+        // (`--op dx ... --variants cpu,fsgw2x1x16x16l16`, three runs); at 128
+        // 4 x 8x16 stays ahead.
+        (_, _, 1) if s.cout <= 96 && lanes == 16 && ho >= 16 && wo >= 16 && s.cout >= 16 => (SUBGROUP_ACCUMULATORS, 16, 16, 256),
         _ if narrow => (SUBGROUP_ACCUMULATORS_SMALL, 8, 8, 64),
         (_, _, 2) => (SUBGROUP_ACCUMULATORS, 8, 8, 64),
         _ => (SUBGROUP_ACCUMULATORS, 8, 16, 128),
@@ -562,7 +566,7 @@ pub fn conv2d_forward_with(
             };
             // x is bound as array<vec4<f32>> when the window is read in groups of 4.
             let x_t = if vec4 { "vec4<f32>" } else { super::act_type(label, "input", x)? };
-            let (w, weights) = super::conv_weights(w, s.ksize == 3 || ci_step(s) == 4);
+            let (w, weights) = super::conv_weights(w, s.ksize == 3 || s.ksize == 4 || ci_step(s) == 4);
             let key = acts_x(key.define("WEIGHTS", weights), x_t, stores_vec4(s, &t))?;
             let (block_axis, group_axis) = if t.groups_inner { ("y", "x") } else { ("x", "y") };
             let key = key.define("BLOCK_AXIS", block_axis).define("GROUP_AXIS", group_axis);
@@ -876,6 +880,15 @@ fn subgroup_key(s: &Conv2dShape, t: &SubgroupTile, vec4: bool) -> Result<Pipelin
                 let _ = writeln!(load, "        let m{i} = w_at9(wr{i} + wo_);");
                 for tap in 0..kk {
                     let _ = writeln!(load, "        let w{} = m{i}[{}][{}];", i * kk + tap, tap / 3, tap % 3);
+                }
+            } else if kk % 4 == 0 {
+                // 4x4 (an upsampled conv's input gradient): a channel's rows
+                // of taps start on whole vec4s, read 4 taps a call.
+                for r in 0..kk / 4 {
+                    let _ = writeln!(load, "        let m{i}_{r} = w_at4(wr{i} + wo_ + {}u);", 4 * r);
+                    for (c, comp) in ["x", "y", "z", "w"].iter().enumerate() {
+                        let _ = writeln!(load, "        let w{} = m{i}_{r}.{comp};", i * kk + 4 * r + c as u32);
+                    }
                 }
             } else {
                 for tap in 0..kk {

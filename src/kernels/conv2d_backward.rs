@@ -16,7 +16,9 @@
 //! [`WeightGradLayout::lanes`]), and for
 //! hardware GPUs 64 x 64 workgroup-memory tiles (`*_tiled.wgsl`). On
 //! software adapters the input gradient of a stride-1 convolution is instead
-//! the forward kernel run over dy with flipped weights ([`InputGradLayout`]).
+//! the forward kernel run over dy with flipped weights, and that of an
+//! Upsample2D conv the forward kernel at stride 2 with merged 4x4 weights
+//! ([`InputGradLayout`], [`gradient_forward_shape`]).
 
 use super::conv2d::{Conv2dEpilogue, Conv2dKernel, Conv2dShape};
 use crate::gpu::{Dispatch, Dtype, Gpu, KernelFamily, PipelineKey, TensorView, grid_1d};
@@ -187,7 +189,7 @@ pub fn conv2d_backward_input(
 /// pixels of a row (of one phase, for stride 2); the tiled kernel's
 /// workgroup computes `tm` x `tn` = 64 x 64 (input channels x pixels).
 /// With `forward`, none of that: dx is the forward convolution `forward` of
-/// dy with the flipped weights ([`flipped_shape`]).
+/// dy with the flipped or merged weights ([`gradient_forward_shape`]).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct InputGradLayout {
     pub kernel: Conv2dBackwardKernel,
@@ -196,8 +198,9 @@ pub struct InputGradLayout {
     pub tm: u32,
     pub tn: u32,
     /// `Some(k)`: dx = conv(dy, flipped w) by the forward kernel `k`, the
-    /// weights first flipped into scratch (conv2d_flip_weights.wgsl). Only
-    /// where [`flipped_shape`] exists (stride 1, no upsampling).
+    /// weights first flipped (or, for an upsampled 3x3, merged into a 4x4
+    /// stride-2 kernel) into scratch (conv2d_flip_weights.wgsl). Only where
+    /// [`gradient_forward_shape`] exists (stride 1, or Upsample2D's conv).
     pub forward: Option<Conv2dKernel>,
 }
 
@@ -230,19 +233,26 @@ impl InputGradLayout {
                 // 1.24x less time per step for the small model at batch 64,
                 // 1.13x for cifar10-32's at batch 16; all but one shape faster,
                 // its q, k, v projection 6% slower).
+                // An upsampled 3x3's gradient is a 4x4 convolution at stride
+                // 2 of dy with merged weights (upsampled_gradient_shape):
+                // 2.25x fewer multiply-adds than this kernel's phases do.
                 let forward = flipped_shape(s)
                     .filter(|_| s.ksize == 3 || s.ksize == 1)
+                    .or_else(|| upsampled_gradient_shape(s))
                     .map(|f| Conv2dKernel::Subgroup(super::conv2d::subgroup_tile_for(&f, lanes)));
                 InputGradLayout { kernel, tm, tn, forward }
             }
         }
     }
 
-    /// Scratch (f32 elements) this layout needs for `s`: the flipped
-    /// weights (rounded up to whole vec4s, which the forward kernel may read)
-    /// with `forward`, else 0.
+    /// Scratch (f32 elements) this layout needs for `s`: the flipped or
+    /// merged weights of [`gradient_forward_shape`] (rounded up to whole
+    /// vec4s, which the forward kernel may read) with `forward`, else 0.
     pub fn scratch_len(&self, s: &Conv2dShape) -> usize {
-        if self.forward.is_some() { s.weight_len().next_multiple_of(4) } else { 0 }
+        match (self.forward, gradient_forward_shape(s)) {
+            (Some(_), Some(f)) => f.weight_len().next_multiple_of(4),
+            _ => 0,
+        }
     }
 }
 
@@ -269,6 +279,28 @@ pub fn flipped_shape(s: &Conv2dShape) -> Option<Conv2dShape> {
     })
 }
 
+/// The forward convolution whose output is the input gradient of an
+/// Upsample2D conv `s` (3x3, padding 1, stride 1, over a nearest-2x-upsampled
+/// input): dy (B, cout, 2h, 2w) in, dx (B, cin, h, w) out, through 4x4
+/// weights merged by [`conv2d_merge_upsampled_weights`] (cin, cout, 4, 4)
+/// at stride 2 with padding 1 on each side (conv2d_flip_weights.wgsl,
+/// MODE 1, derives it). 16 multiply-adds a dx value instead of the 36 of
+/// the 4 upsampled pixels it feeds. None for any other shape.
+pub fn upsampled_gradient_shape(s: &Conv2dShape) -> Option<Conv2dShape> {
+    if !s.upsample || s.stride != 1 || s.ksize != 3 || s.pad != [1; 4] {
+        return None;
+    }
+    let (ho, wo) = s.out_hw();
+    Some(Conv2dShape { batch: s.batch, cin: s.cout, h: ho, w: wo, cout: s.cin, ksize: 4, stride: 2, pad: [1; 4], upsample: false })
+}
+
+/// The forward convolution that computes the input gradient of `s`, where
+/// there is one: [`flipped_shape`] (stride 1, no upsampling) or
+/// [`upsampled_gradient_shape`] (Upsample2D's conv).
+pub fn gradient_forward_shape(s: &Conv2dShape) -> Option<Conv2dShape> {
+    flipped_shape(s).or_else(|| upsampled_gradient_shape(s))
+}
+
 #[repr(C)]
 #[derive(Clone, Copy, bytemuck::Pod, bytemuck::Zeroable)]
 struct FlipParams {
@@ -286,7 +318,22 @@ pub fn conv2d_flip_weights(gpu: &Gpu, label: &str, wt: &TensorView, w: &TensorVi
     ensure!(wt.len == s.weight_len(), "{label}: wt has {} values, shape wants {}", wt.len, s.weight_len());
     ensure!(w.dtype == Dtype::F32, "{label}: training needs f32 weights, not {}", w.dtype.name());
     let params = FlipParams { cout: s.cout, cin: s.cin, kk: s.ksize * s.ksize, _pad0: 0 };
-    let key = crate::shaders::key("conv2d_flip_weights");
+    let key = crate::shaders::key("conv2d_flip_weights").define("MODE", 0);
+    gpu.dispatch(label, &key, &params, &[w, wt], grid_1d((s.cin * s.cout).div_ceil(256)))
+}
+
+/// wt (cin, cout, 4, 4): the 3x3 weights w (cout, cin, 3, 3) of an
+/// Upsample2D conv `s` merged into the stride-2 kernel of its input gradient
+/// ([`upsampled_gradient_shape`]; conv2d_flip_weights.wgsl, MODE 1). wt must
+/// not alias w. Errors: a shape without that gradient, sizes that do not
+/// match `s`.
+pub fn conv2d_merge_upsampled_weights(gpu: &Gpu, label: &str, wt: &TensorView, w: &TensorView, s: &Conv2dShape) -> Result<Dispatch> {
+    let g = upsampled_gradient_shape(s).with_context(|| format!("{label}: {s:?} is not a 3x3 conv over a 2x upsampled input"))?;
+    ensure!(w.len == s.weight_len(), "{label}: w has {} values, shape wants {}", w.len, s.weight_len());
+    ensure!(wt.len == g.weight_len(), "{label}: wt has {} values, the merged kernel wants {}", wt.len, g.weight_len());
+    ensure!(w.dtype == Dtype::F32, "{label}: training needs f32 weights, not {}", w.dtype.name());
+    let params = FlipParams { cout: s.cout, cin: s.cin, kk: 9, _pad0: 0 };
+    let key = crate::shaders::key("conv2d_flip_weights").define("MODE", 1);
     gpu.dispatch(label, &key, &params, &[w, wt], grid_1d((s.cin * s.cout).div_ceil(256)))
 }
 
@@ -310,14 +357,18 @@ pub fn conv2d_backward_input_with(
     ensure!(w.len == s.weight_len(), "{label}: w has {} values, shape wants {}", w.len, s.weight_len());
     ensure!(w.dtype == crate::gpu::Dtype::F32, "{label}: training needs f32 weights, not {}", w.dtype.name());
     if let Some(kernel) = layout.forward {
-        let fs = flipped_shape(s).with_context(|| format!("{label}: {s:?} has no flipped forward convolution"))?;
+        let fs = gradient_forward_shape(s).with_context(|| format!("{label}: {s:?} has no forward convolution for its gradient"))?;
         let need = layout.scratch_len(s);
         let scratch = scratch.with_context(|| format!("{label}: the flipped weights need {need} values of scratch"))?;
         ensure!(scratch.len >= need, "{label}: scratch has {} values, needs {need}", scratch.len);
-        let wt = scratch.clone_with_len(s.weight_len());
+        let wt = scratch.clone_with_len(fs.weight_len());
         let epi = Conv2dEpilogue { out_div, accumulate, ..Default::default() };
         // The subgroup kernel, which needs no scratch of its own.
-        let mut v = vec![conv2d_flip_weights(gpu, label, &wt, w, s)?];
+        let mut v = vec![if s.upsample {
+            conv2d_merge_upsampled_weights(gpu, label, &wt, w, s)?
+        } else {
+            conv2d_flip_weights(gpu, label, &wt, w, s)?
+        }];
         v.extend(super::conv2d::conv2d_forward_with(gpu, kernel, label, dx, dy, &wt, &fs, &epi, None)?);
         return Ok(v);
     }
@@ -810,7 +861,10 @@ struct BiasParams {
 /// when `dtemb` = (dtemb (B, stride), stride, offset) is given,
 /// dtemb[b * stride + offset + co] = sum over pixels of dy[b, co] / out_div
 /// (the forward epilogue's time-embedding add; each conv owns its slice).
-/// Both written (=). One dispatch, no scratch.
+/// Both written (=). One dispatch, no scratch: on software adapters, where
+/// the batch fills a subgroup's lanes, a subgroup per channel and a lane per
+/// image without barriers (conv2d_backward_bias_subgroup.wgsl; 2-3x the
+/// workgroup kernel's speed, `benches/norm.rs --op bias`).
 pub fn conv2d_backward_bias(
     gpu: &Gpu,
     label: &str,
@@ -839,8 +893,16 @@ pub fn conv2d_backward_bias(
     };
     let t = dtemb.map_or(&gpu.dummy, |t| t.0);
     // Four pixels a load where every image's channel comes in whole vec4s.
-    let key = super::elements(crate::shaders::key("conv2d_backward_bias"), (ho * wo).is_multiple_of(4));
-    gpu.dispatch(label, &key, &params, &[dy, db, t], [s.cout, 1, 1])
+    let four = (ho * wo).is_multiple_of(4);
+    // Software adapters: a subgroup per channel and a lane per image, where
+    // the batch fills the lanes (conv2d_backward_bias_subgroup.wgsl).
+    let lanes = super::conv_lanes(gpu);
+    let key = if super::cpu_subgroup_kernels(gpu) && s.batch >= lanes {
+        crate::shaders::key("conv2d_backward_bias_subgroup").define("LANES", lanes)
+    } else {
+        crate::shaders::key("conv2d_backward_bias")
+    };
+    gpu.dispatch(label, &super::elements(key, four), &params, &[dy, db, t], [s.cout, 1, 1])
 }
 
 // ---------------------------------------------------------------------------
