@@ -23,7 +23,10 @@
 //! the forward kernel over dy, the label names that kernel), and
 //! `cpu-blocks-first` (the CPU family's, its forward kernel's grid walking
 //! blocks before channel groups; only where dx runs as a forward kernel),
-//! `cpu-forward` (every stride-1 gradient, 1x1 too, as the forward kernel).
+//! `cpu-forward` (every stride-1 gradient, 1x1 too, as the forward kernel),
+//! `f` and a forward kernel's name (`fsgw2x1x16x16l16`: dx as that kernel
+//! over dy, where the gradient is a forward convolution), or `dxTMxTN` (the
+//! subgroup dx kernel with that blocking).
 //!
 //! `--op dw` times the weight gradient (conv2d_backward_weight) of the same
 //! shapes instead: variants `generic`, `cpu` and `gpu` (the family's kernel
@@ -39,6 +42,8 @@
 //! cores instead of by wall time: about what the kernel does on an idle
 //! machine, and much steadier while someone else is compiling.
 
+mod common;
+use common::cpu_seconds;
 use petal::gpu::{Gpu, GpuOptions, TensorView};
 use petal::kernels::conv2d::{Conv2dKernel, conv2d_forward_with, kernel_for};
 use petal::kernels::conv2d_backward::{
@@ -201,7 +206,18 @@ fn dx_variant(gpu: &Gpu, name: &str, s: &Conv2dShape) -> Option<InputGradLayout>
             let t = petal::kernels::conv2d::subgroup_tile_for(&f, lanes);
             Some(InputGradLayout { forward: Some(Conv2dKernel::Subgroup(t)), ..InputGradLayout::new(Conv2dBackwardKernel::Subgroup, s, lanes) })
         }
-        _ => None,
+        // dxTMxTN: the subgroup dx kernel with that blocking (no forward kernel).
+        other if other.starts_with("dx") => {
+            let (tm, tn) = other[2..].split_once('x')?;
+            Some(InputGradLayout { kernel: Conv2dBackwardKernel::Subgroup, tm: tm.parse().ok()?, tn: tn.parse().ok()?, forward: None })
+        }
+        // f<kernel>: dx as that forward kernel over dy (where the gradient
+        // is a forward convolution), e.g. fsgw2x1x16x16l16.
+        other => {
+            let k = Conv2dKernel::parse(other.strip_prefix('f')?)?;
+            conv2d_backward::gradient_forward_shape(s)?;
+            Some(InputGradLayout { forward: Some(k), ..InputGradLayout::new(Conv2dBackwardKernel::Subgroup, s, lanes) })
+        }
     }
 }
 
@@ -370,17 +386,4 @@ fn main() -> anyhow::Result<()> {
     }
     println!("(a '!' marks a variant whose output differs from the first variant's)");
     Ok(())
-}
-
-/// CPU seconds used so far by all threads of this process (the software
-/// adapter's worker threads included); 0 where /proc is not available.
-fn cpu_seconds() -> f64 {
-    let Ok(dir) = std::fs::read_dir("/proc/self/task") else { return 0.0 };
-    let mut ns = 0u64;
-    for e in dir.flatten() {
-        if let Ok(s) = std::fs::read_to_string(e.path().join("schedstat")) {
-            ns += s.split_whitespace().next().and_then(|v| v.parse().ok()).unwrap_or(0);
-        }
-    }
-    ns as f64 * 1e-9
 }

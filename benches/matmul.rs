@@ -17,6 +17,8 @@
 //! the process's CPU time (all threads) by the number of cores instead of
 //! using wall time, which is steadier on a shared machine (benches/conv.rs).
 
+mod common;
+use common::cpu_seconds;
 use petal::gpu::{Gpu, GpuOptions, TensorView};
 use petal::kernels::matmul::{MatmulDesc, MatmulKernel, Operand, kernel_for, matmul_with};
 use petal::model::graph::Op;
@@ -208,17 +210,4 @@ fn main() -> anyhow::Result<()> {
     }
     println!("(a '!' marks a variant whose output differs from the first variant's)");
     Ok(())
-}
-
-/// CPU seconds used so far by all threads of this process (the software
-/// adapter's worker threads included); 0 where /proc is not available.
-fn cpu_seconds() -> f64 {
-    let Ok(dir) = std::fs::read_dir("/proc/self/task") else { return 0.0 };
-    let mut ns = 0u64;
-    for e in dir.flatten() {
-        if let Ok(s) = std::fs::read_to_string(e.path().join("schedstat")) {
-            ns += s.split_whitespace().next().and_then(|v| v.parse().ok()).unwrap_or(0);
-        }
-    }
-    ns as f64 * 1e-9
 }
