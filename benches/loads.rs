@@ -13,8 +13,8 @@
 //! (textureStore to an rgba32float storage texture), and `copy to texture`
 //! (copy_buffer_to_texture, no kernel). GB/s counts the 64 MiB once.
 //! --lanes sets the workgroup size (lavapipe's subgroups are 8 lanes at
-//! 256-bit vectors and 16 at 512; this binary asks for 512 where the CPU has
-//! AVX-512, as `petal` does).
+//! 256-bit vectors and 16 at 512; this binary asks for 512 where they pay,
+//! as `petal` does: `PETAL_WIDE_VECTORS=1` on any CPU with AVX-512).
 
 use petal::gpu::{Gpu, GpuOptions};
 use std::time::Instant;

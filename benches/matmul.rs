@@ -119,7 +119,8 @@ fn variant(name: &str, gpu: &Gpu, d: &MatmulDesc) -> Option<MatmulKernel> {
 }
 
 fn main() -> anyhow::Result<()> {
-    // As `petal` does: 512-bit lavapipe on CPUs with AVX-512 (16-lane convs).
+    // As `petal` does: 512-bit lavapipe (16-lane convs) on CPUs where it pays,
+    // on any with AVX-512 at PETAL_WIDE_VECTORS=1 (gpu::wide_vectors_pay).
     // SAFETY: no other thread exists yet, and no GPU instance.
     unsafe { petal::gpu::prefer_wide_vectors() };
     let args = parse_args();

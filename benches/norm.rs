@@ -91,7 +91,7 @@ fn shapes(config: &str, op: &str) -> Vec<Shape> {
 }
 
 fn main() -> anyhow::Result<()> {
-    // As `petal` does: 512-bit lavapipe on CPUs with AVX-512.
+    // As `petal` does: 512-bit lavapipe on CPUs where it pays (PETAL_WIDE_VECTORS=1: any with AVX-512).
     // SAFETY: no other thread exists yet, and no GPU instance.
     unsafe { petal::gpu::prefer_wide_vectors() };
     let args = parse_args();

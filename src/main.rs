@@ -17,9 +17,9 @@ fn main() {
                 // SAFETY: no other thread exists yet.
                 unsafe { std::env::set_var("NODEVICE_SELECT", "1") };
             }
-            // 512-bit lavapipe (16-lane convolutions) for headless work only:
-            // the window's graphics shaders crashed LLVM at that width (see
-            // petal::gpu::prefer_wide_vectors).
+            // 512-bit lavapipe (16-lane convolutions) where the CPU runs it
+            // faster, for headless work only: the window's graphics shaders
+            // crashed LLVM at that width (see petal::gpu::prefer_wide_vectors).
             // SAFETY: no other thread exists yet, and no GPU instance.
             unsafe { petal::gpu::prefer_wide_vectors() };
             cli::run(&args.gpu, command)

@@ -112,7 +112,7 @@ fn conv2d_forward_matches_reference() {
 }
 
 /// The 16-lane conv forward and matmul kernels (lavapipe at 512-bit
-/// vectors, what `petal` asks for on CPUs with AVX-512:
+/// vectors, what `petal` asks for on CPUs where they pay:
 /// `petal::gpu::prefer_wide_vectors`): this test binary's subgroup block
 /// tests, run again in a child process with `LP_NATIVE_VECTOR_WIDTH=512`,
 /// which Mesa reads when the driver loads (common::rerun_at_16_lanes).

@@ -343,7 +343,7 @@ fn conv2d_backward_weight_matches_reference() {
 }
 
 /// The weight gradient's 16-lane blocks (lavapipe at 512-bit vectors, which
-/// `petal`'s headless commands ask for on CPUs with AVX-512:
+/// `petal`'s headless commands ask for on CPUs where they pay:
 /// `petal::gpu::prefer_wide_vectors`), and the input gradient's 16-lane
 /// forward blocks, and the bias gradient's 16-lane subgroups:
 /// [`conv2d_backward_weight_matches_reference`],

@@ -60,15 +60,21 @@ impl KernelFamily {
 }
 
 /// Asks lavapipe (Mesa's llvmpipe, the software Vulkan driver) for 512-bit
-/// vectors on an x86-64 CPU with AVX-512, by setting
-/// `LP_NATIVE_VECTOR_WIDTH=512` in this process's environment, where the
-/// user has not set it. lavapipe then runs subgroups of 16 lanes and the CPU
-/// family's conv kernels use them ([`crate::kernels::conv_lanes`]): on a
-/// 2-core AMD EPYC (Zen 5) cifar10-32's forward pass at batch 16 took 1.38x
-/// less time and training steps 1.07-1.10x less (BENCHMARKS.md, "16-lane
-/// convolutions"). Other drivers ignore
-/// the variable. `PETAL_WIDE_VECTORS=0` leaves lavapipe at its default
-/// (256 bits, 8-lane subgroups). Returns whether it set the variable.
+/// vectors where they pay, by setting `LP_NATIVE_VECTOR_WIDTH=512` in this
+/// process's environment unless the user has set it. lavapipe then runs
+/// subgroups of 16 lanes and the CPU family's conv kernels use them
+/// ([`crate::kernels::conv_lanes`]). Other drivers ignore the variable.
+/// Returns whether it set it.
+///
+/// Whether 512 bits pay depends on the CPU, not only on AVX-512
+/// ([`wide_vectors_pay`]): on a 2-core AMD EPYC (Zen 5) cifar10-32's
+/// forward pass at batch 16 took 1.38x less time and training steps
+/// 1.07-1.10x less (BENCHMARKS.md, "16-lane convolutions"); on a 2-core
+/// Intel Xeon (Ice Lake-SP) 512 bits made 6 of the 8 workloads of issue 8's
+/// table 1.07-1.31x slower than the default 256 (medians of three runs) and
+/// left cifar10-32's forward pass at batch 16 and its training step even
+/// (BENCHMARKS.md, "The vector width by CPU"). `PETAL_WIDE_VECTORS=1` asks for 512 bits on
+/// any CPU with AVX-512, `PETAL_WIDE_VECTORS=0` never.
 ///
 /// `petal` calls it for its headless commands only (sample, train, bench,
 /// parity), not for the window: with Mesa 22.3.6 and LLVM 15 at 512 bits the
@@ -83,16 +89,89 @@ impl KernelFamily {
 /// (Mesa reads the variable once, when the driver loads): changing the
 /// environment while another thread reads it is undefined behaviour.
 pub unsafe fn prefer_wide_vectors() -> bool {
-    if std::env::var_os("LP_NATIVE_VECTOR_WIDTH").is_some() || std::env::var("PETAL_WIDE_VECTORS").as_deref() == Ok("0") {
+    if std::env::var_os("LP_NATIVE_VECTOR_WIDTH").is_some() {
         return false;
     }
-    #[cfg(target_arch = "x86_64")]
-    if std::arch::is_x86_feature_detected!("avx512f") {
-        // SAFETY: the caller guarantees no other thread reads the environment.
-        unsafe { std::env::set_var("LP_NATIVE_VECTOR_WIDTH", "512") };
-        return true;
+    let setting = std::env::var("PETAL_WIDE_VECTORS").ok();
+    if !wide_vectors_pay(Cpu::this(), setting.as_deref()) {
+        return false;
     }
-    false
+    // SAFETY: the caller guarantees no other thread reads the environment.
+    unsafe { std::env::set_var("LP_NATIVE_VECTOR_WIDTH", "512") };
+    true
+}
+
+/// The host CPU, as far as lavapipe's vector width is chosen by it
+/// ([`wide_vectors_pay`]).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Cpu {
+    pub vendor: CpuVendor,
+    /// The x86 display family (base family, plus the extended family where
+    /// the base is 0xF): 6 for Intel's Core and Xeon, 0x19 for AMD Zen 3 and
+    /// 4, 0x1A for Zen 5.
+    pub family: u32,
+    /// AVX-512 Foundation, which 512-bit lavapipe needs.
+    pub avx512: bool,
+}
+
+/// Who made the CPU, from CPUID leaf 0's vendor string.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum CpuVendor {
+    Amd,
+    Intel,
+    Other,
+}
+
+impl Cpu {
+    /// This machine's CPU, read with CPUID; None off x86-64.
+    pub fn this() -> Option<Cpu> {
+        #[cfg(target_arch = "x86_64")]
+        {
+            use std::arch::x86_64::__cpuid;
+            #[allow(unused_unsafe)]
+            // SAFETY: CPUID leaves 0 and 1 exist on every x86-64 CPU.
+            let (l0, l1) = unsafe { (__cpuid(0), __cpuid(1)) };
+            let mut vendor = [0u8; 12];
+            for (i, r) in [l0.ebx, l0.edx, l0.ecx].iter().enumerate() {
+                vendor[4 * i..4 * i + 4].copy_from_slice(&r.to_le_bytes());
+            }
+            let vendor = match &vendor {
+                b"AuthenticAMD" => CpuVendor::Amd,
+                b"GenuineIntel" => CpuVendor::Intel,
+                _ => CpuVendor::Other,
+            };
+            let base = (l1.eax >> 8) & 0xF;
+            let family = if base == 0xF { base + ((l1.eax >> 20) & 0xFF) } else { base };
+            Some(Cpu { vendor, family, avx512: std::arch::is_x86_feature_detected!("avx512f") })
+        }
+        #[cfg(not(target_arch = "x86_64"))]
+        None
+    }
+}
+
+/// Whether lavapipe should run at 512-bit vectors on `cpu`, given the
+/// `PETAL_WIDE_VECTORS` setting: "1" on any CPU with AVX-512, "0" (or any
+/// other value) never, unset where it was measured to pay: AMD's Zen 5
+/// (family 0x1A) and later. The one Intel CPU measured, an Ice Lake-SP Xeon,
+/// was 1.05-1.25x slower at 512 bits; other CPUs with AVX-512 (AMD's Zen 4,
+/// family 0x19, which splits 512-bit operations in two, and Intel's later
+/// cores) are not measured and keep lavapipe's default.
+///
+/// # Examples
+/// ```
+/// use petal::gpu::{Cpu, CpuVendor, wide_vectors_pay};
+/// let zen5 = Some(Cpu { vendor: CpuVendor::Amd, family: 0x1A, avx512: true });
+/// let ice_lake = Some(Cpu { vendor: CpuVendor::Intel, family: 6, avx512: true });
+/// assert!(wide_vectors_pay(zen5, None));
+/// assert!(!wide_vectors_pay(ice_lake, None));
+/// assert!(wide_vectors_pay(ice_lake, Some("1")));
+/// ```
+pub fn wide_vectors_pay(cpu: Option<Cpu>, setting: Option<&str>) -> bool {
+    let Some(cpu) = cpu.filter(|c| c.avx512) else { return false };
+    match setting {
+        Some(s) => s == "1",
+        None => cpu.vendor == CpuVendor::Amd && cpu.family >= 0x1A,
+    }
 }
 
 /// Options for opening the GPU.
@@ -410,4 +489,52 @@ fn pick_adapter(adapters: Vec<wgpu::Adapter>) -> Option<wgpu::Adapter> {
         (kind, backend)
     };
     adapters.into_iter().min_by_key(rank)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn wide_vectors_where_measured_to_pay_or_asked_for() {
+        let cpu = |vendor, family, avx512| Some(Cpu { vendor, family, avx512 });
+        let zen5 = cpu(CpuVendor::Amd, 0x1A, true);
+        let zen4 = cpu(CpuVendor::Amd, 0x19, true);
+        let ice_lake = cpu(CpuVendor::Intel, 6, true);
+        let no_avx512 = cpu(CpuVendor::Amd, 0x1A, false);
+        // Unset: Zen 5 only.
+        assert!(wide_vectors_pay(zen5, None));
+        assert!(!wide_vectors_pay(zen4, None));
+        assert!(!wide_vectors_pay(ice_lake, None));
+        assert!(!wide_vectors_pay(cpu(CpuVendor::Other, 0x1A, true), None));
+        // "1" on any AVX-512 CPU, "0" or anything else never; no AVX-512, never.
+        assert!(wide_vectors_pay(ice_lake, Some("1")));
+        assert!(wide_vectors_pay(zen4, Some("1")));
+        assert!(!wide_vectors_pay(zen5, Some("0")));
+        assert!(!wide_vectors_pay(zen5, Some("yes")));
+        assert!(!wide_vectors_pay(no_avx512, Some("1")));
+        assert!(!wide_vectors_pay(None, Some("1")));
+    }
+
+    #[cfg(target_arch = "x86_64")]
+    #[test]
+    fn this_cpu_is_read() {
+        let cpu = Cpu::this().unwrap();
+        assert_eq!(cpu.avx512, std::arch::is_x86_feature_detected!("avx512f"));
+        // Every x86-64 CPU's display family is 6 (Intel) or at least 0xF.
+        assert!(cpu.family == 6 || cpu.family >= 0xF, "{cpu:?}");
+        // Linux says the same in /proc/cpuinfo.
+        let text = std::fs::read_to_string("/proc/cpuinfo").unwrap_or_default();
+        let field = |name: &str| {
+            text.lines().find(|l| l.starts_with(name)).and_then(|l| l.split(':').nth(1)).map(|v| v.trim().to_string())
+        };
+        if let Some(family) = field("cpu family") {
+            assert_eq!(family, cpu.family.to_string());
+        }
+        match field("vendor_id").as_deref() {
+            Some("GenuineIntel") => assert_eq!(cpu.vendor, CpuVendor::Intel),
+            Some("AuthenticAMD") => assert_eq!(cpu.vendor, CpuVendor::Amd),
+            _ => {}
+        }
+    }
 }

@@ -106,7 +106,7 @@ pub fn ensure_lanes(gpu: &crate::gpu::Gpu, label: &str, lanes: u32) -> anyhow::R
 /// input gradients it computes), weight-gradient and matmul kernels, chosen
 /// once per adapter here: 16 where the
 /// software adapter's subgroups hold 16 (lavapipe with 512-bit vectors, which
-/// `petal`'s headless commands ask for on CPUs with AVX-512:
+/// `petal`'s headless commands ask for on CPUs where they pay:
 /// [`crate::gpu::prefer_wide_vectors`]),
 /// else 8. A 16-lane subgroup is one 512-bit vector: each multiply-add
 /// instruction does twice the work, while a load still costs one pass over

@@ -37,7 +37,7 @@ pub fn subgroup_lanes(gpu: &Gpu) -> Vec<u32> {
 /// Runs `tests` of this test binary again in a child process with
 /// `LP_NATIVE_VECTOR_WIDTH=512` (which Mesa reads when the driver loads:
 /// lavapipe's 16-lane subgroups, what `petal`'s headless commands ask for on
-/// CPUs with AVX-512, `petal::gpu::prefer_wide_vectors`) and
+/// CPUs where they pay, `petal::gpu::prefer_wide_vectors`) and
 /// `PETAL_TEST_EXPECT_LANES=16` (for them to check the lanes they got), and
 /// asserts they passed. Skipped (false) where the adapter is not lavapipe, the
 /// CPU lacks AVX-512 or this process already runs at a set width.
