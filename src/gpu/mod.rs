@@ -191,6 +191,11 @@ pub struct Gpu {
     pub limits: wgpu::Limits,
     pub features: wgpu::Features,
     pub family: KernelFamily,
+    /// The CPU that runs the kernels where the adapter is a software
+    /// renderer (lavapipe), read once when the device opens; None for
+    /// hardware GPUs. Some CPU-family blockings depend on it
+    /// (`kernels::conv2d_backward::WeightGradLayout`).
+    pub host: Option<Cpu>,
     pub pipelines: PipelineCache,
     /// A tiny buffer bound where a kernel's optional input is absent.
     pub dummy: TensorView,
@@ -298,7 +303,8 @@ impl Gpu {
         device.on_uncaptured_error(Arc::new(move |e: wgpu::Error| {
             b.lock().unwrap_or_else(|p| p.into_inner()).error.get_or_insert(format!("GPU error: {e}"));
         }));
-        Arc::new(Gpu { device, queue, info, limits, features, family, pipelines, dummy, broken })
+        let host = if info.device_type == wgpu::DeviceType::Cpu { Cpu::this() } else { None };
+        Arc::new(Gpu { device, queue, info, limits, features, family, host, pipelines, dummy, broken })
     }
 
     /// Err with what happened when the device was lost or hit an error no

@@ -544,6 +544,24 @@ fn lane_channels(tc: u32, s: &Conv2dShape, lanes: u32) -> u32 {
     tc.min(s.cin.div_ceil(lanes)).max(1)
 }
 
+/// Input channels a lane of the Winograd weight gradient's 8-lane blocks
+/// where the layer has 32 or more: 4 on AMD CPUs and on upsampled inputs, 2
+/// otherwise (hardware GPUs do not run this kernel). Measured by
+/// `benches/conv.rs --op dw` at batch 64: on an AMD EPYC (Zen 5) 32 x 4 ran
+/// 1.07-1.5x the direct form's speed and ahead of 32 x 2; on an Intel Xeon
+/// (Ice Lake-SP) 32 x 4 ran at 0.4-0.6x the speed of 32 x 2 on the
+/// non-upsampled 3x3 layers of both architectures (cifar10-32's 3x3 weight
+/// gradients 1.68x less time with 32 x 2, the small model's 1.4-1.6x), and
+/// 1.07-1.16x faster on cifar10-32's upsampled ones (BENCHMARKS.md, "The
+/// weight gradient's Winograd blocking by CPU").
+fn winograd_lane_channels(gpu: &Gpu, s: &Conv2dShape) -> u32 {
+    match gpu.host {
+        Some(cpu) if cpu.vendor == crate::gpu::CpuVendor::Amd => 4,
+        _ if s.upsample => 4,
+        _ => 2,
+    }
+}
+
 /// Whether the subgroup dw kernel can take `s` in the Winograd form: a 3x3
 /// kernel at stride 1 (upsampled or not) and an even number of output rows,
 /// which its steps take two at a time.
@@ -571,8 +589,9 @@ impl WeightGradLayout {
         // The Winograd form where it applies and the workgroup has 32 output
         // channels (cout > 8) to share its transforms (with conv_out's 3,
         // the transforms cost more than they save), with 4 input channels a
-        // lane where there are 32 to fill the workgroup. Measured on
-        // lavapipe at b64 (benches/conv.rs --op dw, BENCHMARKS.md): the 3x3
+        // lane (2 on non-AMD CPUs off upsampled inputs) where there are 32 to
+        // fill the workgroup (winograd_lane_channels). Measured on lavapipe (Zen 5)
+        // at b64 (benches/conv.rs --op dw, BENCHMARKS.md): the 3x3
         // stride-1 layers at 8x8 and up 1.2-1.5x the direct form's speed
         // with 32 x 4 on cifar10-32, 1.07-1.3x on the small model's narrower
         // ones, less with 32 x 2; conv_out's 8 x 2 at 0.6x.
@@ -580,14 +599,14 @@ impl WeightGradLayout {
         if direct.kernel == Conv2dBackwardKernel::Subgroup && direct.tm == 32 && dw_winograd_fits(s) && super::winograd_enabled() {
             // Each lane transforms dy for all 32 output channels, shared by
             // its tc input channels: where the adapter has 16 lanes, this
-            // form still runs 8 lanes x 4 (1.05-1.2x the speed of 16 x 2 on
+            // form still runs 8 lanes x 4 on AMD (1.05-1.2x the speed of 16 x 2 on
             // cifar10-32's layers at b64, about even to 1.2x on the small
             // model's; 16 x 4 ran slower still, its sums twice the bytes),
             // except on upsampled inputs, whose scalar loads favour 16 x 2
             // (1.5-2x; benches/conv.rs --op dw, BENCHMARKS.md).
             let (lanes, tc) = match lanes {
                 16 if s.upsample => (16, 2),
-                _ if s.cin >= 32 => (8, 4),
+                _ if s.cin >= 32 => (8, winograd_lane_channels(gpu, s)),
                 _ => (lanes, direct.tc),
             };
             WeightGradLayout { tc: lane_channels(tc, s, lanes), lanes, ..direct }.in_winograd_form(gpu, s)
